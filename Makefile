@@ -22,7 +22,7 @@ test: venv
 
 test-notebooks: venv
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-	  $(PY) -m dapo.run_notebooks --smoke --output-dir results/smoke; \
+	  $(PY) -m dapo.run_notebooks --smoke; \
 	else echo "no notebooks yet"; fi
 
 ## Execute the notebooks in order with papermill (synthetic profile by default).

@@ -1,0 +1,120 @@
+"""The few calls the notebooks make: prepare data, train or load a method, evaluate it.
+
+Notebook 02 trains through :func:`train_or_load`; notebook 03 calls the same function, so it
+trains instead of failing when no checkpoint exists yet. Evaluation runs product by product
+with that product's own defect vocabulary (MultiADS/DAPO protocol).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from dapo.profiles import ProfileConfig
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def prepare_data(cfg: ProfileConfig, seed: int = 0) -> dict:
+    """Make sure every dataset of the profile is on disk (the synthetic worlds are generated once)."""
+    if cfg.profile == "synthetic":
+        from dapo.synthetic.worlds import ensure_worlds
+
+        ensure_worlds(cfg.dataset_roots, smoke=cfg.smoke, seed=seed)
+    return {name: Path(root) for name, root in cfg.dataset_roots.items()}
+
+
+def open_profile_dataset(cfg: ProfileConfig, name: str, **kwargs):
+    """Open one dataset of the profile at the profile's input size."""
+    from dapo.data import open_dataset
+
+    return open_dataset(name, cfg.dataset_roots[name], image_size=cfg.image_size, **kwargs)
+
+
+def load_profile_backbone(cfg: ProfileConfig, device: torch.device):
+    from dapo.backbone import load_backbone
+
+    return load_backbone(cfg.backbone, cfg.pretrained, image_size=cfg.image_size, device=str(device))
+
+
+def checkpoint_dir(run_dir: str | Path, method: str) -> Path:
+    return Path(run_dir) / "checkpoints" / method
+
+
+def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed: int = 0,
+                  device: str = "auto", epochs: int | None = None, backbone=None, retrain: bool = False,
+                  **overrides):
+    """Return a trained ``method`` (a name from :mod:`dapo.baselines`) and its loss history.
+
+    The final checkpoint under ``run_dir/checkpoints/<method>`` is loaded when present (unless
+    ``retrain``); otherwise the method is trained on the profile's training dataset.
+    """
+    from dapo.baselines import make_model
+    from dapo.train import latest_checkpoint, load_history, load_trained, train
+
+    dev = resolve_device(device)
+    backbone = backbone or load_profile_backbone(cfg, dev)
+    ckpt_dir = checkpoint_dir(run_dir, method)
+    epochs = cfg.epochs if epochs is None else epochs
+    final = latest_checkpoint(ckpt_dir)
+    if final is not None and not retrain and final.epoch >= epochs:
+        return load_trained(final.path, backbone).to(dev), load_history(ckpt_dir)
+    model = make_model(method, backbone, **overrides)
+    if not any(p.requires_grad for p in model.parameters()):
+        return model.to(dev), None  # training-free baseline (e.g. CLIP-AC)
+    dataset = open_profile_dataset(cfg, cfg.train_dataset, split="test", vocab_scope="dataset")
+    result = train(model, dataset, ckpt_dir, epochs=epochs, batch_size=cfg.batch_size, seed=seed,
+                   device=str(dev), resume=not retrain)
+    return model, result.history
+
+
+@torch.no_grad()
+def evaluate_multitype(model, dataset, *, device: str = "auto", batch_size: int = 8, num_workers: int = 0,
+                       desc: str = "multi-type"):
+    """Zero-shot multi-type segmentation of every product with its own vocabulary."""
+    from dapo.data import collate_samples
+    from dapo.inference import Predictor
+    from dapo.metrics import MultiTypeEvaluator
+
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    evaluator = MultiTypeEvaluator()
+    for product in tqdm(dataset.products, desc=desc):
+        subset = dataset.subset(product)
+        vocabulary = dataset.vocabulary(product)
+        predictor = Predictor(model, vocabulary)
+        loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
+        for batch in loader:
+            pred = predictor(batch["image"].to(dev))
+            evaluator.add(product, ("normal", *vocabulary), pred["type_probs"].float().cpu(), batch["type_mask"])
+    return evaluator.compute()
+
+
+@torch.no_grad()
+def evaluate_binary(model, dataset, *, device: str = "auto", batch_size: int = 8, num_workers: int = 0,
+                    desc: str = "binary"):
+    """Binary detection and segmentation of every product (image and pixel metrics)."""
+    from dapo.data import collate_samples
+    from dapo.inference import Predictor
+    from dapo.metrics import BinaryEvaluator
+
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    evaluator = BinaryEvaluator()
+    for product in tqdm(dataset.products, desc=desc):
+        predictor = Predictor(model, dataset.vocabulary(product))
+        loader = DataLoader(dataset.subset(product), batch_size=batch_size, num_workers=num_workers,
+                            collate_fn=collate_samples)
+        for batch in loader:
+            pred = predictor(batch["image"].to(dev))
+            evaluator.add(batch["product"], pred["image_score"].float().cpu(), batch["label"],
+                          pred["anomaly_map"].float().cpu(), batch["mask"])
+    return evaluator.compute()

@@ -1,0 +1,97 @@
+"""The two profiles every notebook runs under, and their checks.
+
+``synthetic`` (default): the generated worlds (``data/synthetic``) and the compact backbone
+committed in ``dapo/assets``; runs on a CPU in minutes. Numbers are synthetic, never the paper's.
+``paper``: OpenCLIP ViT-L-14-336 / ``openai`` at 518 px and the real benchmarks in their
+official layouts. :func:`resolve_profile` checks everything the profile needs *before* any work
+starts and stops with one message that lists what to provide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dapo.paths import data_dir
+
+PAPER_DATASETS = ("mvtec", "visa", "mpdd", "mad_sim", "mad_real", "real_iad")
+PAPER_DATASET_DIRS = {"mvtec": "mvtec_ad", "visa": "visa", "mpdd": "mpdd", "mad_sim": "mad_sim",
+                      "mad_real": "mad_real", "real_iad": "real_iad"}
+
+
+class ProfileError(RuntimeError):
+    """A profile cannot run: the message says what to provide."""
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """Everything a notebook needs to know about the run it is part of."""
+
+    profile: str
+    backbone: str
+    pretrained: str
+    image_size: int
+    train_dataset: str
+    target_datasets: tuple[str, ...]
+    dataset_roots: dict = field(default_factory=dict)
+    epochs: int = 5
+    batch_size: int = 8
+    smoke: bool = False
+
+
+def paper_defaults(data_root: Path) -> dict:
+    return dict(backbone="ViT-L-14-336", pretrained="openai", image_size=518, train_dataset="mvtec",
+                target_datasets=("visa", "mpdd", "mad_sim", "mad_real", "real_iad"),
+                dataset_roots={n: data_root / d for n, d in PAPER_DATASET_DIRS.items()}, epochs=5)
+
+
+def synthetic_defaults(data_root: Path, smoke: bool) -> dict:
+    from dapo.synthetic.worlds import SOURCE_WORLD, TARGET_WORLDS, world_root, COMPACT_IMAGE_SIZE
+
+    roots = {name: world_root(data_root, name, smoke) for name in (SOURCE_WORLD, *TARGET_WORLDS)}
+    return dict(backbone="dapo-compact", pretrained="synthetic", image_size=COMPACT_IMAGE_SIZE,
+                train_dataset=SOURCE_WORLD, target_datasets=tuple(TARGET_WORLDS), dataset_roots=roots,
+                epochs=1 if smoke else 2)
+
+
+def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_root: str | Path | None = None,
+                    dataset_roots: dict | None = None, backbone: str | None = None,
+                    pretrained: str | None = None, image_size: int | None = None, epochs: int | None = None,
+                    batch_size: int = 8, check: bool = True) -> ProfileConfig:
+    """Build the profile's configuration; with ``check`` verify that its data and weights exist."""
+    root = Path(data_root) if data_root else data_dir()
+    if profile == "synthetic":
+        cfg = synthetic_defaults(root, smoke)
+    elif profile == "paper":
+        cfg = paper_defaults(root)
+    else:
+        raise ProfileError(f"unknown profile {profile!r}: use 'synthetic' (default) or 'paper'")
+    if dataset_roots:
+        cfg["dataset_roots"] = {**cfg["dataset_roots"], **{k: Path(v) for k, v in dataset_roots.items()}}
+    for key, value in (("backbone", backbone), ("pretrained", pretrained), ("image_size", image_size),
+                       ("epochs", epochs)):
+        if value is not None:
+            cfg[key] = value
+    resolved = ProfileConfig(profile=profile, batch_size=batch_size, smoke=smoke, **cfg)
+    if check and profile == "paper":
+        check_paper_profile(resolved)
+    return resolved
+
+
+def check_paper_profile(cfg: ProfileConfig) -> None:
+    """Raise one :class:`ProfileError` listing every missing dataset root and missing weights."""
+    from dapo.backbone import checkpoint_available
+
+    problems = []
+    for name in (cfg.train_dataset, *cfg.target_datasets):
+        root = Path(cfg.dataset_roots[name])
+        if not root.is_dir():
+            problems.append(f"  - dataset {name!r}: no folder at {root} (official release layout expected; "
+                            f"pass dataset_roots={{'{name}': '/path/to/{PAPER_DATASET_DIRS[name]}'}} "
+                            f"or data_root='/path/holding/{PAPER_DATASET_DIRS[name]}')")
+    ok, how = checkpoint_available(cfg.backbone, cfg.pretrained)
+    if not ok:
+        problems.append(f"  - weights {cfg.backbone}/{cfg.pretrained}: {how}")
+    if problems:
+        raise ProfileError("the 'paper' profile cannot start; provide:\n" + "\n".join(problems)
+                           + "\nSee README.md, 'Using the real datasets'.")

@@ -1,0 +1,101 @@
+"""Provenance stamps, tables (CSV + Markdown) and figures for the notebooks.
+
+Every table and figure names the profile it came from, the seed, the backbone and the git
+commit. CSVs carry profile, seed and backbone as columns but not the commit, so that the same
+seed regenerates byte-identical CSVs after an unrelated commit; the commit goes into the
+Markdown header, the figure footer and ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from dapo import __version__
+
+PROFILE_LABELS = {
+    "synthetic": "SYNTHETIC profile (generated world + compact backbone; not a reproduction of the paper)",
+    "paper": "paper profile (OpenCLIP ViT-L-14-336 / openai, real datasets)",
+}
+
+
+def git_commit(repo: str | Path | None = None) -> str:
+    """Short commit of the working tree, with ``-dirty`` when it has changes; ``unknown`` outside git."""
+    cwd = Path(repo) if repo else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a number came from."""
+
+    profile: str
+    seed: int
+    backbone: str
+    pretrained: str
+    smoke: bool = False
+    commit: str = ""
+    dapo_version: str = __version__
+
+    @classmethod
+    def create(cls, profile: str, seed: int, backbone: str, pretrained: str, smoke: bool = False):
+        return cls(profile, int(seed), backbone, str(pretrained), bool(smoke), git_commit())
+
+    @property
+    def label(self) -> str:
+        size = " [smoke size]" if self.smoke else ""
+        return f"{PROFILE_LABELS.get(self.profile, self.profile)}{size}"
+
+    @property
+    def footer(self) -> str:
+        return (f"profile={self.profile}{' (smoke)' if self.smoke else ''} | seed={self.seed} | "
+                f"backbone={self.backbone}/{self.pretrained} | commit={self.commit}")
+
+    def columns(self) -> dict:
+        """The provenance columns written into every CSV (no commit: see module docstring)."""
+        return {"profile": self.profile, "seed": self.seed, "backbone": f"{self.backbone}/{self.pretrained}"}
+
+
+def save_table(df: pd.DataFrame, name: str, out_dir: str | Path, prov: Provenance, caption: str = "",
+               decimals: int = 1, index: bool = True) -> Path:
+    """Write ``name.csv`` (full precision + provenance columns) and ``name.md`` (rounded, with a header)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamped = df.copy()
+    for key, value in prov.columns().items():
+        stamped[key] = value
+    csv_path = out_dir / f"{name}.csv"
+    stamped.to_csv(csv_path, index=index, float_format="%.6g", lineterminator="\n")
+    header = f"**{caption or name}** — {prov.label}\n\n_{prov.footer}_\n\n"
+    (out_dir / f"{name}.md").write_text(header + df.round(decimals).to_markdown(index=index) + "\n")
+    return csv_path
+
+
+def save_figure(fig, name: str, fig_dir: str | Path, prov: Provenance, dpi: int = 120) -> Path:
+    """Save a matplotlib figure as PNG with the provenance footer printed on it."""
+    fig_dir = Path(fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig.text(0.5, 0.002, prov.footer, ha="center", va="bottom", fontsize=7, color="0.35")
+    path = fig_dir / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def write_provenance(out_dir: str | Path, prov: Provenance, **extra) -> Path:
+    """Write ``provenance.json`` next to the tables of a run."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "provenance.json"
+    path.write_text(json.dumps({**asdict(prov), **extra}, indent=2, sort_keys=True) + "\n")
+    return path
