@@ -70,7 +70,9 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     model = make_model(method, backbone, **overrides)
     if not any(p.requires_grad for p in model.parameters()):
         return model.to(dev), None  # training-free baseline (e.g. CLIP-AC)
-    dataset = open_profile_dataset(cfg, cfg.train_dataset, split="test", vocab_scope="dataset")
+    # MultiADS protocol: multi-defect (e.g. MVTec `combined`) images are left out of training.
+    dataset = open_profile_dataset(cfg, cfg.train_dataset, split="test", vocab_scope="dataset",
+                                   exclude_multi_defect=True)
     result = train(model, dataset, ckpt_dir, epochs=epochs, batch_size=cfg.batch_size, seed=seed,
                    device=str(dev), resume=not retrain)
     return model, result.history

@@ -1,0 +1,52 @@
+"""Open any dataset by name: the six benchmarks and synthetic worlds in their layouts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from dapo.data.base import AnomalyDataset
+from dapo.data.knowledge import load_knowledge
+from dapo.data.mad import MADReal, MADSim
+from dapo.data.mpdd import MPDD
+from dapo.data.mvtec import MVTecAD
+from dapo.data.real_iad import RealIAD
+from dapo.data.visa import VisA
+
+LOADERS: dict[str, type[AnomalyDataset]] = {
+    "mvtec": MVTecAD,
+    "visa": VisA,
+    "mpdd": MPDD,
+    "mad_sim": MADSim,
+    "mad_real": MADReal,
+    "real_iad": RealIAD,
+}
+
+
+def open_dataset(
+    name: str | Path,
+    root: str | Path,
+    *,
+    image_size: int,
+    split: str = "test",
+    vocab_scope: str = "product",
+    exclude_multi_defect: bool = False,
+    products: Sequence[str] | None = None,
+) -> AnomalyDataset:
+    """Open dataset ``name`` stored at ``root``.
+
+    ``name`` is a knowledge-base name (``"mvtec"``, ``"visa"``, ``"mpdd"``, ``"mad_sim"``,
+    ``"mad_real"``, ``"real_iad"``, ``"synthetic_<world>"``) or the path of a knowledge
+    YAML file; its ``layout`` picks the loader. Other arguments: :class:`AnomalyDataset`.
+    """
+    knowledge = load_knowledge(name)
+    loader = LOADERS[knowledge.layout]
+    return loader(
+        root,
+        image_size=image_size,
+        split=split,
+        vocab_scope=vocab_scope,
+        exclude_multi_defect=exclude_multi_defect,
+        products=products,
+        knowledge=knowledge,
+    )
