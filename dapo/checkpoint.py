@@ -1,0 +1,113 @@
+"""Small checkpoints: the learned parameters (safetensors) with the config that made them (JSON).
+
+A checkpoint file holds only what training changes (context tokens, deep tokens, trainable
+adapters: a few MB even for ViT-L-14-336) plus, in the safetensors metadata, the
+:class:`~dapo.config.DAPOConfig`, the backbone's identity, the epoch and the training
+vocabulary as JSON. The frozen backbone is rebuilt from its own weights.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dapo.backbone import Backbone
+from dapo.config import DAPOConfig
+from dapo.model import DAPO
+
+FORMAT = "dapo-checkpoint/1"
+EPOCH_FILE = re.compile(r"epoch_(\d+)\.safetensors$")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """A checkpoint on disk and the epoch it closes."""
+
+    path: Path
+    epoch: int
+
+
+def epoch_path(directory: str | Path, epoch: int) -> Path:
+    return Path(directory) / f"epoch_{epoch:03d}.safetensors"
+
+
+def save_checkpoint(model: DAPO, path: str | Path, *, epoch: int | None = None,
+                    vocabulary: tuple[str, ...] | None = None) -> Path:
+    """Write the learned parameters and the config of ``model`` to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: p.detach().float().cpu().contiguous() for name, p in model.learnable_parameters().items()}
+    metadata = {
+        "format": FORMAT,
+        "config": json.dumps(model.config.to_dict()),
+        "backbone": json.dumps(model.backbone.describe()),
+        "epoch": json.dumps(epoch),
+        "vocabulary": json.dumps(list(vocabulary) if vocabulary is not None else None),
+    }
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """Tensors and decoded metadata (``config`` as :class:`DAPOConfig`, ``backbone``, ``epoch``, ``vocabulary``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with safe_open(str(path), framework="pt") as handle:
+        raw = handle.metadata() or {}
+        if raw.get("format") != FORMAT:
+            raise ValueError(f"{path} is not a DAPO checkpoint (format {raw.get('format')!r}, expected {FORMAT!r})")
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    meta = {key: json.loads(raw[key]) for key in ("backbone", "epoch", "vocabulary")}
+    meta["config"] = DAPOConfig.from_dict(json.loads(raw["config"]))
+    return tensors, meta
+
+
+def load_learned(model: DAPO, tensors: dict, source: str | Path = "checkpoint") -> None:
+    """Copy saved learned parameters into ``model`` (names and shapes must match exactly)."""
+    params = model.learnable_parameters()
+    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
+    if missing or unexpected:
+        raise ValueError(f"{source} does not match the model: missing {missing}, unexpected {unexpected}")
+    for name, param in params.items():
+        if tuple(tensors[name].shape) != tuple(param.shape):
+            raise ValueError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, "
+                             f"the model expects {tuple(param.shape)} (another backbone?)")
+        param.data.copy_(tensors[name].to(param.device, param.dtype))
+
+
+def load_trained(path: str | Path, backbone: Backbone) -> DAPO:
+    """Rebuild a trained model from a checkpoint on ``backbone`` (which must match the one trained on)."""
+    tensors, meta = read_checkpoint(path)
+    saved, current = meta["backbone"], backbone.describe()
+    structural = ("tap_layers", "embed_dim", "vision_width", "text_width", "vision_layers", "text_layers")
+    differs = [key for key in structural if saved.get(key) != current.get(key)]
+    if differs:
+        raise ValueError(f"{path} was trained on backbone {saved}; the given backbone differs in {differs}: {current}")
+    if (saved.get("model_name"), saved.get("pretrained")) != (current["model_name"], current["pretrained"]):
+        warnings.warn(f"{path} was trained on {saved.get('model_name')}/{saved.get('pretrained')}, "
+                      f"loading it on {current['model_name']}/{current['pretrained']}", stacklevel=2)
+    model = DAPO(backbone, meta["config"])
+    load_learned(model, tensors, path)
+    return model
+
+
+def list_checkpoints(directory: str | Path) -> list[CheckpointInfo]:
+    """Per-epoch checkpoints in ``directory``, oldest first."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = [(EPOCH_FILE.search(p.name), p) for p in directory.iterdir()]
+    return sorted((CheckpointInfo(p, int(m.group(1))) for m, p in found if m), key=lambda c: c.epoch)
+
+
+def latest_checkpoint(directory: str | Path) -> CheckpointInfo | None:
+    """The checkpoint of the last completed epoch, or ``None``."""
+    checkpoints = list_checkpoints(directory)
+    return checkpoints[-1] if checkpoints else None

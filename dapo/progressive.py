@@ -1,0 +1,86 @@
+"""Deep prefix tokens in a frozen transformer: progressive (Eq. 10) or naive prefix tuning.
+
+A :class:`DeepPrompts` holds learnable tokens ``U_1..U_Nd`` (``n_tokens`` per layer) for the
+first ``depth`` layers. :func:`run_blocks` runs the frozen blocks and, before layer j <= N_d,
+rewrites the reserved token positions (a ``slice`` of the sequence):
+
+* layer 1: ``U_1``;
+* layer j > 1, progressive: ``(1 - a_j) U_j + a_j O_{j-1}`` where ``O_{j-1}`` is the previous
+  layer's output at those positions and ``a_j = alpha0 * alpha_decay**(j - 2)`` (small, decaying);
+* layer j > 1, naive: ``U_j`` (the previous output is discarded).
+
+After layer N_d the positions simply carry their outputs on. Where the positions sit is the
+caller's choice: right after the start-of-text token in the text encoder (so the causal mask
+lets every prompt word see them and EOT pooling is unchanged) and right after the class token
+in the vision encoder (excluded from the patch taps and from pooling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from dapo.prompts import sample_tokens
+
+
+class DeepPrompts(nn.Module):
+    """Learnable per-layer tokens ``(depth, n_tokens, width)`` and their connection rule."""
+
+    def __init__(self, n_tokens: int, width: int, depth: int, *, mode: str = "progressive", alpha0: float = 0.1,
+                 alpha_decay: float = 0.9, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
+                 init: str = "clip", generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        if mode not in ("progressive", "naive"):
+            raise ValueError(f"mode must be 'progressive' or 'naive', got {mode!r}")
+        if n_tokens < 1 or depth < 1:
+            raise ValueError(f"need n_tokens >= 1 and depth >= 1, got {n_tokens}, {depth}")
+        mean = torch.zeros(width) if mean is None else mean
+        std = torch.ones(width) if std is None else std
+        generator = generator or torch.Generator().manual_seed(0)
+        self.tokens = nn.Parameter(sample_tokens((depth, n_tokens, width), mean, std, init, generator))
+        self.mode = mode
+        self.alpha0 = alpha0
+        self.alpha_decay = alpha_decay
+
+    @property
+    def depth(self) -> int:
+        return self.tokens.shape[0]
+
+    @property
+    def n_tokens(self) -> int:
+        return self.tokens.shape[1]
+
+    def alpha(self, layer: int) -> float:
+        """Carry-over weight at a 1-based layer (0 at layer 1 and in naive mode)."""
+        if layer < 2 or self.mode == "naive":
+            return 0.0
+        return self.alpha0 * self.alpha_decay ** (layer - 2)
+
+    def layer_input(self, layer: int, previous: torch.Tensor) -> torch.Tensor:
+        """Tokens fed to the reserved positions of ``layer`` given their current content (B, n, D)."""
+        tokens = self.tokens[layer - 1].to(previous.dtype).unsqueeze(0).expand(previous.shape[0], -1, -1)
+        a = self.alpha(layer)
+        return tokens if a == 0.0 else (1.0 - a) * tokens + a * previous
+
+
+def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
+               deep: DeepPrompts | None = None, slot: slice | None = None,
+               taps: Iterable[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Run transformer blocks (batch first) with deep tokens at ``slot``; return output and tapped layers.
+
+    ``taps`` are 1-based layer numbers whose outputs are returned in a dict.
+    """
+    taps = set(taps)
+    tapped: dict[int, torch.Tensor] = {}
+    if deep is not None and (slot is None or slot.stop - slot.start != deep.n_tokens):
+        raise ValueError(f"slot {slot} must span the {deep.n_tokens} deep tokens")
+    for layer, block in enumerate(blocks, start=1):
+        if deep is not None and layer <= deep.depth:
+            new = deep.layer_input(layer, x[:, slot])
+            x = torch.cat([x[:, :slot.start], new, x[:, slot.stop:]], dim=1)
+        x = block(x, attn_mask=attn_mask)
+        if layer in taps:
+            tapped[layer] = x
+    return x, tapped

@@ -1,0 +1,100 @@
+"""Shared model fixtures: a tiny randomly initialised OpenCLIP ViT (no downloads, CPU-fast)."""
+
+from __future__ import annotations
+
+import json
+
+import open_clip
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+TINY_MODEL = "dapo-test-tiny"
+TINY_IMAGE = 32  # 4 x 4 patches of 8 px
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": TINY_IMAGE, "layers": 4, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 4},
+}
+# Handcrafted prompt lists for baseline tests (independent of the knowledge base).
+TEST_PROMPTS = {
+    "templates": ("a photo of a {}.", "a close-up photo of the {}."),
+    "normal_states": ("flawless {}", "{}"),
+    "defect_states": {"scratch": ("{} with a scratch",), "hole": ("{} with a hole", "punctured {}")},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_config() -> dict:
+    """The tiny OpenCLIP model config (a fresh copy)."""
+    return json.loads(json.dumps(TINY_CONFIG))
+
+
+@pytest.fixture(scope="session")
+def tiny_image_size() -> int:
+    return TINY_IMAGE
+
+
+@pytest.fixture
+def test_prompts() -> dict:
+    """Explicit handcrafted prompt lists (DAPOConfig overrides) for baseline tests."""
+    return dict(TEST_PROMPTS)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_name(tmp_path_factory) -> str:
+    """Register the tiny OpenCLIP config once per session."""
+    path = tmp_path_factory.mktemp("openclip_configs") / f"{TINY_MODEL}.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(path)
+    return TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone(tiny_model_name):
+    """Frozen tiny backbone at its native 32 px (shared: nothing may modify it)."""
+    from dapo.backbone import load_backbone
+
+    torch.manual_seed(0)
+    return load_backbone(tiny_model_name, None, image_size=TINY_IMAGE)
+
+
+class TinyDefectDataset(Dataset):
+    """In-memory samples of the sample contract: random images, square defects of two types."""
+
+    dataset_vocabulary = ("hole", "scratch")
+    vocab_scope = "dataset"
+
+    def __init__(self, n: int = 6, size: int = TINY_IMAGE, seed: int = 0) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.images = torch.randn(n, 3, size, size, generator=generator)
+        self.type_masks = torch.zeros(n, size, size, dtype=torch.int64)
+        for i in range(n):
+            defect = i % 3  # 0 normal, 1 hole, 2 scratch
+            if defect:
+                top, left = (int(v) for v in torch.randint(0, size // 2, (2,), generator=generator))
+                self.type_masks[i, top:top + size // 4, left:left + size // 4] = defect
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        type_mask = self.type_masks[index]
+        return {"image": self.images[index], "mask": (type_mask > 0).float(), "type_mask": type_mask,
+                "label": int(type_mask.max() > 0), "product": "widget", "path": f"memory/{index}.png"}
+
+
+@pytest.fixture
+def tiny_dataset() -> TinyDefectDataset:
+    return TinyDefectDataset()
+
+
+@pytest.fixture
+def make_tiny_dataset():
+    """The in-memory dataset class, to build variants (``make_tiny_dataset(n=4, seed=1)``)."""
+    return TinyDefectDataset
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE, generator=torch.Generator().manual_seed(1))

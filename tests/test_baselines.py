@@ -1,0 +1,75 @@
+"""Every named method builds, runs, predicts and (where it learns) trains one step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from dapo.baselines import METHODS, config_for, make_model
+from dapo.config import DAPOConfig
+from dapo.inference import Predictor
+from dapo.train import training_step
+
+VOCABULARY = ("hole", "scratch")
+
+
+def build(method, backbone, prompts):
+    """Handcrafted methods get explicit prompt lists, so the tests do not read the knowledge base."""
+    overrides = dict(prompts) if config_for(method).handcrafted else {}
+    if method == "clip_ac":
+        overrides.pop("defect_states")
+    return make_model(method, backbone, **overrides)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_method_runs_predicts_and_trains(method, tiny_backbone, tiny_dataset, images, test_prompts):
+    model = build(method, tiny_backbone, test_prompts)
+    pred = Predictor(model, VOCABULARY, product="widget")(images)
+    assert pred.type_probs.shape == (2, 3, 32, 32) and torch.isfinite(pred.image_score).all()
+    learnable = model.learnable_parameters()
+    if not learnable:
+        assert method == "clip_ac"
+        return
+    before = {k: v.detach().clone() for k, v in learnable.items()}
+    batch = next(iter(DataLoader(tiny_dataset, batch_size=3, collate_fn=default_collate)))
+    terms = training_step(model, torch.optim.Adam(learnable.values(), lr=1e-3), batch, VOCABULARY)
+    assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
+    assert any(not torch.equal(v, before[k]) for k, v in model.learnable_parameters().items())
+
+
+def test_what_each_baseline_learns(tiny_backbone, test_prompts):
+    learned = {m: set(build(m, tiny_backbone, test_prompts).learnable_parameters()) for m in
+               ("multiads", "anomalyclip", "clip_ac")}
+    assert learned["clip_ac"] == set()
+    assert learned["multiads"] == {f"adapters.{i}.{p}" for i in range(4) for p in ("weight", "bias")}
+    assert learned["anomalyclip"] == {"context.normal", "context.abnormal", "text_deep.tokens"}
+
+
+def test_anomalyclip_depth_is_capped_but_explicit_depth_is_checked(tiny_backbone):
+    assert make_model("anomalyclip", tiny_backbone).text_deep.depth == 4  # 9 capped at 4 layers
+    with pytest.raises(ValueError, match="exceeds"):
+        make_model("anomalyclip", tiny_backbone, text_depth=9)
+
+
+def test_multiads_filtering_is_the_only_difference_to_multiads_f():
+    a, b = config_for("multiads").to_dict(), config_for("multiads_f").to_dict()
+    assert {k for k in a if a[k] != b[k]} == {"name", "inference_vocabulary"}
+    assert (a["inference_vocabulary"], b["inference_vocabulary"]) == ("dataset", "product")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_configs_survive_json(method, test_prompts):
+    config = config_for(method, **(test_prompts if config_for(method).handcrafted else {}))
+    assert DAPOConfig.from_dict(config.to_dict()) == config
+
+
+def test_unknown_method_and_bad_overrides_fail():
+    with pytest.raises(ValueError, match="unknown method"):
+        config_for("winclip")
+    with pytest.raises(TypeError):
+        config_for("dapo", no_such_field=1)
+    with pytest.raises(ValueError, match="tuning"):
+        config_for("dapo", tuning="sideways")
+    with pytest.raises(ValueError, match="text_depth=0"):
+        config_for("multiads", text_depth=None)
