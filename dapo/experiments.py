@@ -7,20 +7,60 @@ with that product's own defect vocabulary (MultiADS/DAPO protocol).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dapo.profiles import ProfileConfig
+from dapo.paths import figures_dir as default_figures_dir
+from dapo.paths import results_dir
+from dapo.profiles import ProfileConfig, resolve_profile
+from dapo.reporting import Provenance, save_figure, save_table, write_provenance
+from dapo.train import resolve_device
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+@dataclass
+class Run:
+    """One notebook's run: its profile, provenance and output folders."""
+
+    cfg: ProfileConfig
+    prov: Provenance
+    seed: int
+    device: torch.device
+    out_dir: Path
+    fig_dir: Path
+
+    def table(self, df, name: str, caption: str = "", **kwargs) -> Path:
+        """Save a table as CSV + Markdown under the run's results folder."""
+        return save_table(df, name, self.out_dir, self.prov, caption, **kwargs)
+
+    def figure(self, fig, name: str) -> Path:
+        """Save a figure as PNG (with the provenance footer) under the run's figures folder."""
+        return save_figure(fig, name, self.fig_dir, self.prov)
+
+    def __repr__(self) -> str:
+        return (f"Run({self.prov.label}\n    seed={self.seed}, device={self.device}, "
+                f"backbone={self.cfg.backbone}/{self.cfg.pretrained} @ {self.cfg.image_size}px, "
+                f"train={self.cfg.train_dataset}, targets={list(self.cfg.target_datasets)}\n"
+                f"    results -> {self.out_dir}\n    figures -> {self.fig_dir})")
+
+
+def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0, data_root=None,
+              dataset_roots: dict | None = None, backbone: str | None = None, pretrained: str | None = None,
+              device: str = "auto", epochs: int | None = None, output_dir=None, figures_dir=None) -> Run:
+    """Resolve and check the profile (a 'paper' run with missing data or weights stops here with
+    one message listing what to provide), seed everything and create the output folders."""
+    cfg = resolve_profile(profile, smoke=smoke, data_root=data_root, dataset_roots=dataset_roots,
+                          backbone=backbone, pretrained=pretrained, epochs=epochs)
+    torch.manual_seed(seed)
+    prov = Provenance.create(profile, seed, cfg.backbone, cfg.pretrained, smoke)
+    out_dir = Path(output_dir) if output_dir else results_dir(profile, smoke)
+    fig_dir = Path(figures_dir) if figures_dir else default_figures_dir(profile, smoke)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    write_provenance(out_dir, prov)
+    return Run(cfg, prov, seed, resolve_device(device), out_dir, fig_dir)
 
 
 def prepare_data(cfg: ProfileConfig, seed: int = 0) -> dict:
@@ -92,7 +132,7 @@ def evaluate_multitype(model, dataset, *, device: str = "auto", batch_size: int 
     for product in tqdm(dataset.products, desc=desc):
         subset = dataset.subset(product)
         vocabulary = dataset.vocabulary(product)
-        predictor = Predictor(model, vocabulary)
+        predictor = Predictor(model, vocabulary, product=product)
         loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
         for batch in loader:
             pred = predictor(batch["image"].to(dev))
@@ -112,7 +152,7 @@ def evaluate_binary(model, dataset, *, device: str = "auto", batch_size: int = 8
     model = model.to(dev).eval()
     evaluator = BinaryEvaluator()
     for product in tqdm(dataset.products, desc=desc):
-        predictor = Predictor(model, dataset.vocabulary(product))
+        predictor = Predictor(model, dataset.vocabulary(product), product=product)
         loader = DataLoader(dataset.subset(product), batch_size=batch_size, num_workers=num_workers,
                             collate_fn=collate_samples)
         for batch in loader:

@@ -200,19 +200,29 @@ class DAPO(nn.Module):
                           slot=slice(1, 1 + n_deep))
         return self.backbone.pool_text(x, ids)
 
+    def prompt_embeddings(self, vocabulary: Sequence[str] = (), product: str | None = None
+                          ) -> tuple[torch.Tensor, list[int]]:
+        """Every prompt's embedding before the per-state mean (P, C), and the prompt count per state.
+
+        Learned prompts: E per state (Eq. 3); handcrafted: one per template x state phrase. Used
+        by :meth:`encode_text` and by the embedding plots of notebook 01.
+        """
+        vocabulary = self._check_vocabulary(vocabulary)
+        if self.config.learned_prompts:
+            ids = self._prompt_ids(vocabulary)
+            n_states, n_prompts = ids.shape[0], self.context.n_prompts
+            context = self.context.contexts(n_states - 1)
+            return self._run_text(ids.repeat_interleave(n_prompts, dim=0), context), [n_prompts] * n_states
+        states = handcrafted_state_prompts(self.config, vocabulary, product)
+        ids = self.backbone.tokenize([text for state in states for text in state])
+        embeddings = torch.cat([self._run_text(chunk) for chunk in ids.split(TEXT_CHUNK)])
+        return embeddings, [len(state) for state in states]
+
     def _encode_learned(self, vocabulary: tuple[str, ...]) -> torch.Tensor:
-        ids = self._prompt_ids(vocabulary)
-        n_states, n_prompts = ids.shape[0], self.context.n_prompts
-        context = self.context.contexts(n_states - 1)
-        embeddings = self._run_text(ids.repeat_interleave(n_prompts, dim=0), context)
-        return _state_means(embeddings, [n_prompts] * n_states)
+        return _state_means(*self.prompt_embeddings(vocabulary))
 
     def _encode_handcrafted(self, vocabulary: tuple[str, ...], product: str | None) -> torch.Tensor:
-        states = handcrafted_state_prompts(self.config, vocabulary, product)
-        texts = [text for state in states for text in state]
-        ids = self.backbone.tokenize(texts)
-        embeddings = torch.cat([self._run_text(chunk) for chunk in ids.split(TEXT_CHUNK)])
-        return _state_means(embeddings, [len(state) for state in states])
+        return _state_means(*self.prompt_embeddings(vocabulary, product))
 
     # ------------------------------------------------------------------ image side
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:

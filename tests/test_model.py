@@ -138,3 +138,14 @@ def test_handcrafted_prompts_name_each_images_product(tiny_backbone, images, tes
     assert out.text_embeddings.shape == (2, 3, 32)
     assert not torch.allclose(out.text_embeddings[0], out.text_embeddings[1])
     torch.testing.assert_close(out.text_embeddings[1], model.encode_text(("scratch", "hole"), "screw"))
+
+
+def test_prompt_embeddings_average_to_the_state_embeddings(tiny_backbone):
+    """Eq. 5-6: each state embedding is the (normalised) mean of its E prompt embeddings."""
+    model = DAPO(tiny_backbone, DAPOConfig(n_prompts=3))
+    with torch.no_grad():
+        per_prompt, counts = model.prompt_embeddings(("scratch", "hole"))
+        states = model.encode_text(("scratch", "hole"))
+    assert counts == [3, 3, 3] and per_prompt.shape[0] == 9
+    expected = F.normalize(torch.stack([F.normalize(chunk, dim=-1).mean(0) for chunk in per_prompt.split(3)]), dim=-1)
+    torch.testing.assert_close(states, expected)
