@@ -80,9 +80,11 @@ def open_profile_dataset(cfg: ProfileConfig, name: str, **kwargs):
 
 
 def load_profile_backbone(cfg: ProfileConfig, device: torch.device):
+    """The profile's frozen backbone; ``pretrained="random"`` gives random weights (for dry runs)."""
     from dapo.backbone import load_backbone
 
-    return load_backbone(cfg.backbone, cfg.pretrained, image_size=cfg.image_size, device=str(device))
+    pretrained = None if cfg.pretrained == "random" else cfg.pretrained
+    return load_backbone(cfg.backbone, pretrained, image_size=cfg.image_size, device=str(device))
 
 
 def checkpoint_dir(run_dir: str | Path, method: str) -> Path:

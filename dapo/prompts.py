@@ -62,6 +62,24 @@ def learned_prompt_texts(config: DAPOConfig, vocabulary: Sequence[str], n_placeh
     return [normal] + [text(defect_phrase(d), config.abnormal_word, config.object_word) for d in vocabulary]
 
 
+def prompt_layout(config: DAPOConfig, vocabulary: Sequence[str]) -> list[dict[str, str]]:
+    """The learned prompts as readable token roles, one row per state (for notebook 01).
+
+    ``U`` are the deep text tokens of layer 1 (their own ``U_j`` at deeper layers), ``V``/``W`` the
+    normal/abnormal context shared across defect types, then the literal words (Eq. 1-2).
+    """
+    n_deep = config.text_deep_tokens if config.text_depth != 0 else 0
+    deep = " ".join(f"[U{i + 1}]" for i in range(n_deep))
+    texts = learned_prompt_texts(config, vocabulary, 0)
+    states = ["normal", *(["anomaly"] if config.text_prompts == "object_agnostic" else vocabulary)]
+    rows = []
+    for state, words in zip(states, texts):
+        letter = "V" if state == "normal" else "W"
+        context = " ".join(f"[{letter}{i + 1}]" for i in range(config.n_ctx))
+        rows.append({"state": state, "prompt": " ".join(p for p in ("[SOT]", deep, context, words.strip(), "[EOT]") if p)})
+    return rows
+
+
 def placeholder_id(tokenizer) -> int:
     """Token id of the placeholder word."""
     return int(tokenizer([PLACEHOLDER])[0, 1])

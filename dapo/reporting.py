@@ -73,13 +73,29 @@ def save_table(df: pd.DataFrame, name: str, out_dir: str | Path, prov: Provenanc
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamped = df.copy()
+    if isinstance(stamped.columns, pd.MultiIndex):
+        stamped.columns = _joined(stamped.columns)
     for key, value in prov.columns().items():
         stamped[key] = value
     csv_path = out_dir / f"{name}.csv"
     stamped.to_csv(csv_path, index=index, float_format="%.6g", lineterminator="\n")
     header = f"**{caption or name}** — {prov.label}\n\n_{prov.footer}_\n\n"
-    (out_dir / f"{name}.md").write_text(header + df.round(decimals).to_markdown(index=index) + "\n")
+    (out_dir / f"{name}.md").write_text(header + _markdown(df.round(decimals), index) + "\n")
     return csv_path
+
+
+def _joined(columns: pd.MultiIndex) -> list[str]:
+    return [" / ".join(map(str, col)) for col in columns]
+
+
+def _markdown(df: pd.DataFrame, index: bool) -> str:
+    """Markdown with multi-level rows as columns and multi-level columns joined by ' / '."""
+    shown = df.copy()
+    if isinstance(shown.columns, pd.MultiIndex):
+        shown.columns = _joined(shown.columns)
+    if index and isinstance(shown.index, pd.MultiIndex):
+        return shown.reset_index().to_markdown(index=False)
+    return shown.to_markdown(index=index)
 
 
 def save_figure(fig, name: str, fig_dir: str | Path, prov: Provenance, dpi: int = 120) -> Path:

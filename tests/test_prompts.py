@@ -97,3 +97,15 @@ def test_handcrafted_prompts_expand_states_times_templates(test_prompts):
     binary = DAPOConfig(text_prompts="handcrafted_binary", text_depth=0, templates=("{}.",),
                         normal_states=("normal {}",), abnormal_states=("damaged {}",))
     assert handcrafted_state_prompts(binary, ("scratch",), None) == [["normal object."], ["damaged object."]]
+
+
+def test_prompt_layout_shows_shared_context_and_literal_words():
+    from dapo.prompts import prompt_layout
+
+    rows = prompt_layout(DAPOConfig(), ("scratch", "faulty_imprint"))
+    assert [r["state"] for r in rows] == ["normal", "scratch", "faulty_imprint"]
+    assert rows[0]["prompt"] == "[SOT] [U1] [U2] [U3] [U4] [V1] [V2] [V3] [V4] [V5] normal object [EOT]"
+    assert rows[1]["prompt"].endswith("[W5] scratch anomaly object [EOT]")
+    assert "[W1] [W2] [W3] [W4] [W5]" in rows[2]["prompt"]  # the same W tokens for every defect type
+    no_deep = prompt_layout(DAPOConfig(text_depth=0), ("hole",))
+    assert "[U1]" not in no_deep[1]["prompt"]

@@ -49,3 +49,12 @@ def test_figure_and_provenance_json(tmp_path):
     assert any("seed=3" in t.get_text() for t in fig.texts)
     meta = write_provenance(tmp_path, _prov(), note="x").read_text()
     assert '"commit": "abc1234"' in meta and '"note": "x"' in meta
+
+
+def test_markdown_flattens_multi_level_rows_and_columns(tmp_path):
+    rows = pd.MultiIndex.from_tuples([("visa", "DAPO"), ("visa", "MultiADS")], names=["test", "method"])
+    cols = pd.MultiIndex.from_tuples([("DAPO", "auroc"), ("DAPO", "f1")], names=["method", "metric"])
+    save_table(pd.DataFrame([[1.0, 2.0], [3.0, 4.0]], index=rows, columns=cols), "m", tmp_path, _prov())
+    md = (tmp_path / "m.md").read_text()
+    assert "| test   | method   |   DAPO / auroc |" in md
+    assert "('visa'" not in md
