@@ -120,45 +120,41 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     return model, result.history
 
 
-@torch.no_grad()
-def evaluate_multitype(model, dataset, *, device: str = "auto", batch_size: int = 8, num_workers: int = 0,
-                       desc: str = "multi-type"):
-    """Zero-shot multi-type segmentation of every product with its own vocabulary."""
+def predict_products(model, dataset, *, device: str = "auto", batch_size: int = 8, num_workers: int = 0,
+                     desc: str = "predict"):
+    """Yield ``(product, vocabulary, batch, prediction)`` product by product, each product with its
+    own defect vocabulary (text embeddings computed once per product)."""
     from dapo.data import collate_samples
     from dapo.inference import Predictor
-    from dapo.metrics import MultiTypeEvaluator
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    evaluator = MultiTypeEvaluator()
     for product in tqdm(dataset.products, desc=desc):
-        subset = dataset.subset(product)
         vocabulary = dataset.vocabulary(product)
         predictor = Predictor(model, vocabulary, product=product)
-        loader = DataLoader(subset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
-        for batch in loader:
-            pred = predictor(batch["image"].to(dev))
-            evaluator.add(product, ("normal", *vocabulary), pred["type_probs"].float().cpu(), batch["type_mask"])
-    return evaluator.compute()
-
-
-@torch.no_grad()
-def evaluate_binary(model, dataset, *, device: str = "auto", batch_size: int = 8, num_workers: int = 0,
-                    desc: str = "binary"):
-    """Binary detection and segmentation of every product (image and pixel metrics)."""
-    from dapo.data import collate_samples
-    from dapo.inference import Predictor
-    from dapo.metrics import BinaryEvaluator
-
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    evaluator = BinaryEvaluator()
-    for product in tqdm(dataset.products, desc=desc):
-        predictor = Predictor(model, dataset.vocabulary(product), product=product)
         loader = DataLoader(dataset.subset(product), batch_size=batch_size, num_workers=num_workers,
                             collate_fn=collate_samples)
         for batch in loader:
-            pred = predictor(batch["image"].to(dev))
-            evaluator.add(batch["product"], pred["image_score"].float().cpu(), batch["label"],
-                          pred["anomaly_map"].float().cpu(), batch["mask"])
+            with torch.no_grad():
+                yield product, vocabulary, batch, predictor(batch["image"].to(dev))
+
+
+def evaluate_multitype(model, dataset, *, desc: str = "multi-type", **kwargs):
+    """Zero-shot multi-type segmentation of every product over normal + its own defect types."""
+    from dapo.metrics import MultiTypeEvaluator
+
+    evaluator = MultiTypeEvaluator()
+    for product, vocabulary, batch, pred in predict_products(model, dataset, desc=desc, **kwargs):
+        evaluator.add(product, ("normal", *vocabulary), pred["type_probs"].float().cpu(), batch["type_mask"])
+    return evaluator.compute()
+
+
+def evaluate_binary(model, dataset, *, desc: str = "binary", **kwargs):
+    """Binary detection and segmentation of every product (image and pixel metrics)."""
+    from dapo.metrics import BinaryEvaluator
+
+    evaluator = BinaryEvaluator()
+    for _, _, batch, pred in predict_products(model, dataset, desc=desc, **kwargs):
+        evaluator.add(batch["product"], pred["image_score"].float().cpu(), batch["label"],
+                      pred["anomaly_map"].float().cpu(), batch["mask"])
     return evaluator.compute()
