@@ -49,11 +49,12 @@ class Run:
 
 def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0, data_root=None,
               dataset_roots: dict | None = None, backbone: str | None = None, pretrained: str | None = None,
-              device: str = "auto", epochs: int | None = None, output_dir=None, figures_dir=None) -> Run:
+              checkpoint: str | None = None, device: str = "auto", epochs: int | None = None, output_dir=None,
+              figures_dir=None) -> Run:
     """Resolve and check the profile (a 'paper' run with missing data or weights stops here with
     one message listing what to provide), seed everything and create the output folders."""
     cfg = resolve_profile(profile, smoke=smoke, data_root=data_root, dataset_roots=dataset_roots,
-                          backbone=backbone, pretrained=pretrained, epochs=epochs)
+                          backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, epochs=epochs)
     torch.manual_seed(seed)
     prov = Provenance.create(profile, seed, cfg.backbone, cfg.pretrained, smoke)
     out_dir = Path(output_dir) if output_dir else results_dir(profile, smoke)
@@ -84,7 +85,8 @@ def load_profile_backbone(cfg: ProfileConfig, device: torch.device):
     from dapo.backbone import load_backbone
 
     pretrained = None if cfg.pretrained == "random" else cfg.pretrained
-    return load_backbone(cfg.backbone, pretrained, image_size=cfg.image_size, device=str(device))
+    return load_backbone(cfg.backbone, pretrained, image_size=cfg.image_size, device=str(device),
+                         checkpoint=cfg.checkpoint)
 
 
 def checkpoint_dir(run_dir: str | Path, method: str) -> Path:

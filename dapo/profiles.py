@@ -37,6 +37,7 @@ class ProfileConfig:
     epochs: int = 5
     batch_size: int = 8
     smoke: bool = False
+    checkpoint: str | None = None
 
 
 def paper_defaults(data_root: Path) -> dict:
@@ -56,9 +57,14 @@ def synthetic_defaults(data_root: Path, smoke: bool) -> dict:
 
 def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_root: str | Path | None = None,
                     dataset_roots: dict | None = None, backbone: str | None = None,
-                    pretrained: str | None = None, image_size: int | None = None, epochs: int | None = None,
-                    batch_size: int = 8, check: bool = True) -> ProfileConfig:
-    """Build the profile's configuration; with ``check`` verify that its data and weights exist."""
+                    pretrained: str | None = None, checkpoint: str | Path | None = None,
+                    image_size: int | None = None, epochs: int | None = None, batch_size: int = 8,
+                    check: bool = True) -> ProfileConfig:
+    """Build the profile's configuration; with ``check`` verify that its data and weights exist.
+
+    ``checkpoint`` is a local weights file for ``pretrained`` (offline use of the paper profile:
+    the tag still sets OpenAI's QuickGELU and normalisation).
+    """
     root = Path(data_root) if data_root else data_dir()
     if profile == "synthetic":
         cfg = synthetic_defaults(root, smoke)
@@ -72,7 +78,8 @@ def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_roo
                        ("epochs", epochs)):
         if value is not None:
             cfg[key] = value
-    resolved = ProfileConfig(profile=profile, batch_size=batch_size, smoke=smoke, **cfg)
+    resolved = ProfileConfig(profile=profile, batch_size=batch_size, smoke=smoke,
+                             checkpoint=str(checkpoint) if checkpoint else None, **cfg)
     if check and profile == "paper":
         check_paper_profile(resolved)
     return resolved
@@ -89,9 +96,14 @@ def check_paper_profile(cfg: ProfileConfig) -> None:
             problems.append(f"  - dataset {name!r}: no folder at {root} (official release layout expected; "
                             f"pass dataset_roots={{'{name}': '/path/to/{PAPER_DATASET_DIRS[name]}'}} "
                             f"or data_root='/path/holding/{PAPER_DATASET_DIRS[name]}')")
-    ok, how = checkpoint_available(cfg.backbone, cfg.pretrained)
-    if not ok:
-        problems.append(f"  - weights {cfg.backbone}/{cfg.pretrained}: {how}")
+    if cfg.checkpoint:
+        if not Path(cfg.checkpoint).is_file():
+            problems.append(f"  - weights {cfg.backbone}/{cfg.pretrained}: checkpoint file not found: {cfg.checkpoint}")
+    else:
+        ok, how = checkpoint_available(cfg.backbone, cfg.pretrained)
+        if not ok:
+            problems.append(f"  - weights {cfg.backbone}/{cfg.pretrained}: {how} "
+                            f"(notebooks: -p checkpoint /path/to/weights)")
     if problems:
         raise ProfileError("the 'paper' profile cannot start; provide:\n" + "\n".join(problems)
                            + "\nSee README.md, 'Using the real datasets'.")

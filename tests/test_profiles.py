@@ -36,3 +36,8 @@ def test_synthetic_profile_defaults_and_overrides(tmp_path):
 def test_unknown_profile_is_named():
     with pytest.raises(ProfileError, match="'papper'"):
         resolve_profile("papper")
+
+
+def test_paper_profile_with_a_missing_local_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(ProfileError, match="checkpoint file not found: .*nowhere.pt"):
+        resolve_profile("paper", data_root=tmp_path, checkpoint=tmp_path / "nowhere.pt")
