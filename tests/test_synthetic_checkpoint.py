@@ -1,0 +1,58 @@
+"""The committed compact CLIP: size, OpenCLIP loading, backbone API, zero-shot knowledge."""
+
+from __future__ import annotations
+
+import json
+
+import open_clip
+import pytest
+import torch
+from safetensors import safe_open
+
+from dapo.synthetic.pretrain import COMPACT_CONFIG, COMPACT_MODEL, COMPACT_WEIGHTS, register_compact_config
+from dapo.synthetic.zeroshot import defect_type_accuracy, heldout_set, product_accuracy
+
+pytestmark = [pytest.mark.skipif(not COMPACT_WEIGHTS.is_file(), reason="compact CLIP weights not built yet")]
+INTERIM = pytest.mark.xfail(strict=False, reason="committed checkpoint is an interim one (issue 5 open): "
+                            "recipe metadata, learned logit scale and the defect bar are not there yet")
+
+
+@pytest.fixture(scope="module")
+def compact():
+    register_compact_config()
+    return open_clip.create_model(COMPACT_MODEL, pretrained=str(COMPACT_WEIGHTS)).eval()
+
+
+@INTERIM
+def test_checkpoint_is_small_and_records_its_recipe():
+    assert COMPACT_WEIGHTS.stat().st_size <= 25 * 2**20
+    with safe_open(str(COMPACT_WEIGHTS), "pt") as handle:
+        metadata = handle.metadata()
+    assert metadata["model"] == COMPACT_MODEL
+    assert json.loads(metadata["config"])["seed"] == 0
+
+
+def test_config_uses_openclip_tokenizer_vocabulary_and_a_128_px_grid_of_16():
+    config = json.loads(COMPACT_CONFIG.read_text())
+    assert config["text_cfg"]["vocab_size"] == 49408
+    assert config["vision_cfg"]["image_size"] // config["vision_cfg"]["patch_size"] == 16
+
+
+@INTERIM
+def test_loads_through_the_backbone_api_with_four_taps():
+    from dapo.backbone import load_backbone
+
+    backbone = load_backbone(COMPACT_MODEL, "synthetic", image_size=128)
+    assert backbone.tap_layers == (2, 4, 6, 8)
+    assert backbone.grid_size() == (16, 16)
+    assert backbone.logit_scale > 20  # learned, not the 1/0.07 initialisation
+
+
+@INTERIM
+def test_knows_products_and_defects_on_held_out_images(compact):
+    items = heldout_set(seed=11, per_class=1)
+    with torch.no_grad():
+        defects = defect_type_accuracy(compact, items)["accuracy"]
+        products = product_accuracy(compact, items)["accuracy"]
+    # chance is 1/14 and 1/15; the full bars (70 %, 90 %) are measured by scripts/evaluate_compact_clip.py
+    assert defects > 0.5 and products > 0.8
