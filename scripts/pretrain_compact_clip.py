@@ -1,11 +1,12 @@
 """Pretrain the compact CLIP on the captioned synthetic corpus and write dapo/assets/dapo-compact.safetensors.
 
-    python scripts/pretrain_compact_clip.py                  # reproduces the committed checkpoint
+    python scripts/pretrain_compact_clip.py                  # the recipe's defaults, seed 0
     python scripts/pretrain_compact_clip.py --steps 50 --output /tmp/try.safetensors --run-dir /tmp/try
 
-The defaults of :class:`dapo.synthetic.pretrain.PretrainConfig` reproduce the committed
-weights from seed 0 (on CPU with the same thread count; CUDA is used when present and gives
-a numerically different model of the same quality). ``--run-dir`` receives ``log.csv``
+A run is a pure function of :class:`dapo.synthetic.pretrain.PretrainConfig` (on CPU with the
+same thread count; CUDA is used when present and gives a numerically different model). The
+committed checkpoint is an interim one that these defaults do not reproduce yet (README,
+"Status of the committed compact checkpoint"). ``--run-dir`` receives ``log.csv``
 (loss per step), ``eval.csv`` (held-out zero-shot accuracy at every checkpoint) and
 ``state.pt``; an interrupted run resumes from it.
 """

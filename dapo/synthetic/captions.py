@@ -135,18 +135,23 @@ def sample_caption(rng: np.random.Generator, product: str, defects: Sequence[str
         return _choice(rng, PRODUCT_TEMPLATES).format(p=product_words(product)), CaptionKey(product, "any")
     generic = rng.random() < policy.generic_object
     subject, key_product = (GENERIC_OBJECT, None) if generic else (product_words(product), product)
-    if not defects:
-        text = _choice(rng, NORMAL_TEMPLATES).format(p=subject, o=_choice(rng, NORMAL_WORDS))
-        return text, CaptionKey(key_product, "exact")
-    if rng.random() < policy.anomalous:
+    if defects and rng.random() < policy.anomalous:
         text = _choice(rng, ANOMALOUS_TEMPLATES).format(p=subject, g=_choice(rng, ABNORMAL_WORDS))
         return text, CaptionKey(key_product, "anomalous")
+    return exact_caption(rng, subject, defects, policy), CaptionKey(key_product, "exact", frozenset(defects))
+
+
+def exact_caption(rng: np.random.Generator, subject: str, defects: Sequence[str],
+                  policy: CaptionPolicy = CaptionPolicy()) -> str:
+    """A caption that names exactly ``defects`` (``()``: a normal caption) of ``subject``
+    (product words or "object"), from the training templates."""
+    if not defects:
+        return _choice(rng, NORMAL_TEMPLATES).format(p=subject, o=_choice(rng, NORMAL_WORDS))
     order = list(defects)
     rng.shuffle(order)
     noun = " and ".join(_defect_noun(rng, d, policy) for d in order)
     word = " and ".join(order)
-    text = _choice(rng, DEFECT_TEMPLATES).format(p=subject, n=noun, w=word, g=_choice(rng, ABNORMAL_WORDS))
-    return text, CaptionKey(key_product, "exact", frozenset(defects))
+    return _choice(rng, DEFECT_TEMPLATES).format(p=subject, n=noun, w=word, g=_choice(rng, ABNORMAL_WORDS))
 
 
 def class_prompts(product: str, defect: str | None) -> list[str]:

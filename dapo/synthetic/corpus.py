@@ -80,10 +80,13 @@ class View:
     offset: tuple[int, int] = (0, 0)
 
 
-def sample_image(spec: CorpusSpec, seed: int, stream: str, index: int) -> tuple[SyntheticImage, np.random.Generator]:
-    """Image ``index`` of a stream (and the generator, positioned after drawing it)."""
+def sample_image(spec: CorpusSpec, seed: int, stream: str, index: int,
+                 product: str | None = None) -> tuple[SyntheticImage, np.random.Generator]:
+    """Image ``index`` of a stream (and the generator, positioned after drawing it); ``product``
+    overrides the product the stream would draw (everything else is drawn as usual)."""
     rng = make_rng(seed, stream, index)
-    product = spec.products[int(rng.integers(len(spec.products)))]
+    drawn = spec.products[int(rng.integers(len(spec.products)))]
+    product = product or drawn
     style = spec.styles[int(rng.integers(len(spec.styles)))]
     u = rng.random()
     n_defects = 0 if u < spec.p_normal else (2 if u > 1.0 - spec.p_two else 1)
@@ -118,9 +121,9 @@ def to_tensor(image: np.ndarray) -> torch.Tensor:
     return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0 - mean) / std
 
 
-def full_view(spec: CorpusSpec, seed: int, index: int) -> View:
+def full_view(spec: CorpusSpec, seed: int, index: int, product: str | None = None) -> View:
     """The full view of image ``index`` of the full-view stream."""
-    image, rng = sample_image(spec, seed, FULL_STREAM, index)
+    image, rng = sample_image(spec, seed, FULL_STREAM, index, product)
     caption, key = sample_caption(rng, image.product, image.defects, spec.captions)
     labels = patch_labels(image, spec.patch_size, spec.label_threshold)
     return View(to_tensor(image.image), caption, key, image.product, image.defects, torch.from_numpy(labels))
@@ -145,9 +148,9 @@ def _crop_offsets(spec: CorpusSpec, image: SyntheticImage, crop: int, count: int
     return offsets
 
 
-def local_views(spec: CorpusSpec, seed: int, index: int) -> list[View]:
+def local_views(spec: CorpusSpec, seed: int, index: int, product: str | None = None) -> list[View]:
     """The local views of image ``index`` of the local-view stream."""
-    image, rng = sample_image(spec, seed, LOCAL_STREAM, index)
+    image, rng = sample_image(spec, seed, LOCAL_STREAM, index, product)
     labels = patch_labels(image, spec.patch_size, spec.label_threshold)
     patch = spec.patch_size
     views = []

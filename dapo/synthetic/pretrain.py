@@ -6,8 +6,9 @@ image tower, OpenCLIP text tower and tokenizer), so the saved state dict loads w
 :func:`dapo.backbone.load_backbone`.
 
 Each step sees ``full_per_step`` full views and the local views (patch-aligned crops, see
-:mod:`dapo.synthetic.corpus`) of ``local_images_per_step`` other images.
-Loss = contrastive + ``aux_weight`` x dense auxiliary + ``global_aux_weight`` x global auxiliary.
+:mod:`dapo.synthetic.corpus`) of ``local_images_per_step`` other images, all of
+``products_per_step`` products. Loss = contrastive + ``state_weight`` x state +
+``aux_weight`` x dense auxiliary + ``global_aux_weight`` x global auxiliary.
 
 * Contrastive: CLIP's symmetric image-text cross-entropy over all views of the step, with
   one change for a small world where a batch holds several images of the same product and
@@ -15,18 +16,22 @@ Loss = contrastive + ``aux_weight`` x dense auxiliary + ``global_aux_weight`` x 
   (:class:`dapo.synthetic.captions.CaptionKey`) is a positive, and the target distribution
   is uniform over the positives (multi-positive InfoNCE). With one positive per row this is
   exactly CLIP's loss.
+* State (hard negatives, in the spirit of NegCLIP): each view with at most one defect type
+  against one caption per state of its product (normal and every defect type), captions
+  that differ only in the defect they name (:func:`state_loss`).
 * Dense auxiliary loss (this project's choice, not CLIP's recipe): the patch tokens of
   vision layer ``aux_layer`` go through a linear head (LayerNorm + Linear) that classifies
   each patch as defect-free or as one defect type; cross-entropy balanced between defective
   and defect-free patches.
-* Global auxiliary loss (this project's choice): a linear head on the image embedding
-  predicts which defect types a view holds (multi-label binary cross-entropy).
+* Global auxiliary loss (this project's choice, as LiT starts from a supervised image
+  tower): linear heads on the image embedding classify the product and the state
+  (normal or one defect type) of each view (cross-entropy).
 
-Local views and auxiliary losses stand in for the scale of real CLIP pretraining: 400M web
-pairs teach CLIP local visual concepts, a 30-minute CPU budget of synthetic pairs cannot
-without them. Both heads are discarded (the checkpoint is a plain OpenCLIP ``CLIP``), and
-the last layer's patch tokens are never aligned with text, so CLIP-AC-style zero-shot
-segmentation stays weak, as with real CLIP.
+Local views, hard negatives and auxiliary losses stand in for the scale of real CLIP
+pretraining: 400M web pairs teach CLIP local visual concepts, a CPU budget of under an hour
+of synthetic pairs cannot without them. The auxiliary heads are discarded (the checkpoint is
+a plain OpenCLIP ``CLIP``), and the last layer's patch tokens are never aligned with text,
+so CLIP-AC-style zero-shot segmentation stays weak, as with real CLIP.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from dapo.synthetic.corpus import (DEFECT_ORDER, CorpusSpec, View, collate_views, full_view, local_views,
+from dapo.synthetic.captions import GENERIC_OBJECT, exact_caption, product_words
+from dapo.synthetic.corpus import (DEFECT_ORDER, IGNORE, CorpusSpec, View, collate_views, full_view, local_views,
                                    positive_matrix)
+from dapo.synthetic.generator import applicable_defects, make_rng
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 COMPACT_MODEL = "dapo-compact"
@@ -56,14 +63,19 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 @dataclass
 class PretrainConfig:
-    """Hyperparameters of the pretraining run (defaults reproduce the committed checkpoint).
+    """Hyperparameters of the pretraining run (the recipe being tuned; see README on the
+    status of the committed checkpoint).
+
+    ``products_per_step``: the images of a step show this many products (0: each image draws
+    its own), so that captions of the same product with other defects are in-batch
+    negatives. ``state_weight``: weight of the hard-negative state loss (see the module doc).
 
     ``precision``: ``"bf16"`` autocast (fast on CPUs with AMX/AVX-512-BF16 and on GPUs) or
     ``"fp32"``. ``threads``: CPU threads (2 = the project's reference machine).
     """
 
     seed: int = 0
-    steps: int = 1200
+    steps: int = 1500
     full_per_step: int = 16
     local_images_per_step: int = 16
     lr: float = 1.5e-3
@@ -72,6 +84,8 @@ class PretrainConfig:
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
+    products_per_step: int = 4
+    state_weight: float = 1.0
     aux_layer: int = 4
     aux_weight: float = 1.0
     global_aux_weight: float = 1.0
@@ -79,7 +93,7 @@ class PretrainConfig:
     precision: str = "bf16"
     threads: int = 2
     device: str = "auto"
-    checkpoint_every: int = 200
+    checkpoint_every: int = 100
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
 
 
@@ -187,13 +201,14 @@ def balanced_patch_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return torch.stack(means).mean() if means else logits.sum() * 0.0
 
 
-def defect_targets(defects: list[tuple[str, ...]]) -> torch.Tensor:
-    """Multi-hot ``(B, number of defect types)`` in :data:`DEFECT_ORDER`."""
-    targets = torch.zeros(len(defects), len(DEFECT_ORDER))
-    for row, names in enumerate(defects):
-        for name in names:
-            targets[row, DEFECT_ORDER.index(name)] = 1.0
-    return targets
+def global_targets(views: list[View], products: tuple[str, ...], named_min_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets of the global heads: product index (``IGNORE`` for views under
+    ``named_min_size`` pixels) and state index (0 = normal, ``1 + k`` = ``DEFECT_ORDER[k]``,
+    ``IGNORE`` for views with two defect types)."""
+    product = [products.index(v.product) if v.image.shape[-1] >= named_min_size else IGNORE for v in views]
+    state = [IGNORE if len(v.defects) > 1 else (1 + DEFECT_ORDER.index(v.defects[0]) if v.defects else 0)
+             for v in views]
+    return torch.tensor(product), torch.tensor(state)
 
 
 class PatchTap:
@@ -214,14 +229,16 @@ class PatchTap:
         return self.output[:, 1:]
 
 
-def make_aux_heads(model: torch.nn.Module, seed: int) -> torch.nn.ModuleDict:
+def make_aux_heads(model: torch.nn.Module, seed: int, products: tuple[str, ...]) -> torch.nn.ModuleDict:
     """The discarded heads: ``dense`` (LayerNorm + Linear, vision width -> 1 + defect types)
-    and ``global`` (Linear, embedding -> defect types)."""
+    and the global heads ``product`` and ``state`` (Linear, embedding -> products and
+    embedding -> normal + defect types)."""
     torch.manual_seed(seed + 1)
     width = model.visual.conv1.out_channels
     return torch.nn.ModuleDict({
         "dense": torch.nn.Sequential(torch.nn.LayerNorm(width), torch.nn.Linear(width, 1 + len(DEFECT_ORDER))),
-        "global": torch.nn.Linear(model.visual.output_dim, len(DEFECT_ORDER)),
+        "product": torch.nn.Linear(model.visual.output_dim, len(products)),
+        "state": torch.nn.Linear(model.visual.output_dim, 1 + len(DEFECT_ORDER)),
     })
 
 
@@ -243,12 +260,74 @@ def learning_rate(step: int, config: PretrainConfig) -> float:
     return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
+def step_products(config: PretrainConfig, step: int) -> tuple[str, ...] | None:
+    """The products shown in ``step`` (``None``: every image draws its own)."""
+    if config.products_per_step <= 0:
+        return None
+    rng = make_rng(config.seed, "step-products", step)
+    products = config.corpus.products
+    picks = rng.choice(len(products), size=min(config.products_per_step, len(products)), replace=False)
+    return tuple(products[int(i)] for i in picks)
+
+
 def step_views(config: PretrainConfig, step: int) -> list[View]:
     """Full and local views of one step (a pure function of the seed and the step)."""
-    full = [full_view(config.corpus, config.seed, step * config.full_per_step + j) for j in range(config.full_per_step)]
+    products = step_products(config, step)
+
+    def product(j: int) -> str | None:
+        return None if products is None else products[j % len(products)]
+
+    spec, seed = config.corpus, config.seed
+    full = [full_view(spec, seed, step * config.full_per_step + j, product(j)) for j in range(config.full_per_step)]
     local = [v for j in range(config.local_images_per_step)
-             for v in local_views(config.corpus, config.seed, step * config.local_images_per_step + j)]
+             for v in local_views(spec, seed, step * config.local_images_per_step + j, product(j))]
     return full + local
+
+
+def state_texts(config: PretrainConfig, step: int,
+                views: list[View]) -> tuple[list[str], list[int], list[list[int]], list[int]]:
+    """Captions of every state (normal or one defect type) of the subjects of ``views``.
+
+    A view showing at most one defect type is scored against the states of its subject: its
+    product for views of at least ``named_product_min_size`` pixels, else "object" (all
+    defect types). Returns the texts, the indices of the scored views, per scored view the
+    indices of its candidate texts, and per scored view the position of its true state among
+    its candidates.
+    """
+    rng = make_rng(config.seed, "state-captions", step)
+    texts, rows, scored = [], {}, []
+    for index, view in enumerate(views):
+        if len(view.defects) > 1:
+            continue
+        named = view.image.shape[-1] >= config.corpus.named_product_min_size
+        subject = view.product if named else GENERIC_OBJECT
+        if subject not in rows:
+            states = ("normal", *(applicable_defects(view.product) if named else DEFECT_ORDER))
+            rows[subject] = {state: len(texts) + k for k, state in enumerate(states)}
+            words = product_words(subject) if named else GENERIC_OBJECT
+            texts += [exact_caption(rng, words, () if state == "normal" else (state,), config.corpus.captions)
+                      for state in states]
+        scored.append((index, rows[subject], view.defects[0] if view.defects else "normal"))
+    candidates = [list(states.values()) for _, states, _ in scored]
+    targets = [list(states).index(state) for _, states, state in scored]
+    return texts, [index for index, _, _ in scored], candidates, targets
+
+
+def state_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
+               candidates: list[list[int]], targets: list[int]) -> torch.Tensor:
+    """Hard-negative cross-entropy: each image against the captions of every state of its
+    subject (NegCLIP-style negatives that differ from the truth only in the defect named).
+
+    ``image_features`` ``(B, D)`` and ``text_features`` ``(T, D)`` normalised; row ``b``'s
+    candidates are ``candidates[b]`` (indices into the texts), its truth
+    ``candidates[b][targets[b]]``.
+    """
+    width = max(len(c) for c in candidates)
+    index = torch.tensor([c + [c[0]] * (width - len(c)) for c in candidates], device=image_features.device)
+    valid = torch.tensor([[k < len(c) for k in range(width)] for c in candidates], device=image_features.device)
+    logits = logit_scale * (image_features[:, None, :] * text_features[index]).sum(-1)
+    logits = logits.masked_fill(~valid, float("-inf"))
+    return F.cross_entropy(logits, torch.tensor(targets, device=image_features.device))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -287,8 +366,8 @@ def _by_size(views: list[View]) -> list[list[View]]:
     return [[v for v in views if v.image.shape[-1] == size] for size in sizes]
 
 
-def _step_losses(model, heads, tap, views: list[View], tokenizer, config, device) -> dict:
-    ordered = _by_size(views)
+def _step_losses(model, heads, tap, step: int, tokenizer, config, device) -> dict:
+    ordered = _by_size(step_views(config, step))
     groups = [collate_views(group, tokenizer) for group in ordered]
     embeddings, patch_logits, labels = [], [], []
     with _autocast(device, config.precision):
@@ -296,17 +375,25 @@ def _step_losses(model, heads, tap, views: list[View], tokenizer, config, device
             embeddings.append(encode_views(model.visual, group["images"].to(device), group["offsets"].to(device)))
             patch_logits.append(heads["dense"](tap.patches()).float().flatten(0, 1))
             labels.append(group["patch_labels"].to(device).flatten())
-        text = model.encode_text(torch.cat([g["tokens"] for g in groups]).to(device), normalize=True)
+        views = [v for group in ordered for v in group]
+        texts, scored, candidates, targets = state_texts(config, step, views)
+        tokens = torch.cat([g["tokens"] for g in groups] + [tokenizer(texts)])
+        text = model.encode_text(tokens.to(device), normalize=True).float()
         image_embedding = torch.cat(embeddings)
-        defect_logits = heads["global"](image_embedding).float()
-    positives = positive_matrix([v for group in ordered for v in group]).to(device)
-    contrastive = multi_positive_clip_loss(F.normalize(image_embedding.float(), dim=-1), text.float(),
-                                           model.logit_scale.exp(), positives)
+        product_logits = heads["product"](image_embedding).float()
+        state_logits = heads["state"](image_embedding).float()
+    captions, state_captions = text[:len(views)], text[len(views):]
+    image_features = F.normalize(image_embedding.float(), dim=-1)
+    scale = model.logit_scale.exp()
+    contrastive = multi_positive_clip_loss(image_features, captions, scale, positive_matrix(views).to(device))
+    states = state_loss(image_features[scored], state_captions, scale, candidates, targets)
     dense = balanced_patch_loss(torch.cat(patch_logits), torch.cat(labels))
-    targets = defect_targets([d for g in groups for d in g["defects"]]).to(device)
-    present = F.binary_cross_entropy_with_logits(defect_logits, targets)
-    total = contrastive + config.aux_weight * dense + config.global_aux_weight * present
-    return {"loss": total, "contrastive": contrastive, "dense": dense, "global": present}
+    product_target, state_target = global_targets(views, config.corpus.products, config.corpus.named_product_min_size)
+    supervised = (F.cross_entropy(product_logits, product_target.to(device), ignore_index=IGNORE)
+                  + F.cross_entropy(state_logits, state_target.to(device), ignore_index=IGNORE))
+    total = (contrastive + config.state_weight * states + config.aux_weight * dense
+             + config.global_aux_weight * supervised)
+    return {"loss": total, "contrastive": contrastive, "state": states, "dense": dense, "global": supervised}
 
 
 def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path = COMPACT_WEIGHTS,
@@ -322,7 +409,7 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
     model = create_compact_model(config.seed, device, config.init, config.aux_layer)
-    heads = make_aux_heads(model, config.seed).to(device)
+    heads = make_aux_heads(model, config.seed, config.corpus.products).to(device)
     tap = PatchTap(model, config.aux_layer)
     tokenizer = open_clip.get_tokenizer(COMPACT_MODEL)
     trained = torch.nn.ModuleDict({"clip": model, "aux_heads": heads})
@@ -348,7 +435,7 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
         lr = learning_rate(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        losses = _step_losses(model, heads, tap, step_views(config, step), tokenizer, config, device)
+        losses = _step_losses(model, heads, tap, step, tokenizer, config, device)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
