@@ -32,6 +32,7 @@ reproduce: venv
 benchmarks: venv
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_metrics.py
+	$(PY) benchmarks/bench_pretrain_loader.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -15,6 +15,7 @@ to pass a local file (no minute of download retries).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -197,6 +198,15 @@ def interpolate_positional_embedding(pos: torch.Tensor, old_grid: tuple[int, int
     return torch.cat([cls_pos, grid_pos], dim=0)
 
 
+def file_sha256(path: str | Path, chunk: int = 1 << 24) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 class Backbone(nn.Module):
     """A frozen OpenCLIP ViT with feature taps; always in evaluation mode.
 
@@ -293,7 +303,15 @@ class Backbone(nn.Module):
                 "tap_layers": list(self.tap_layers), "embed_dim": self.embed_dim,
                 "vision_width": self.vision_width, "text_width": self.text_width,
                 "vision_layers": len(self.vision_blocks), "text_layers": len(self.text_blocks),
-                "patch_size": list(self.patch_size)}
+                "patch_size": list(self.patch_size), "weights_sha256": self.weights_fingerprint}
+
+    @property
+    def weights_fingerprint(self) -> str | None:
+        """First 16 hex digits of the SHA-256 of the weights file (``None`` without a file):
+        tells checkpoints trained on other weights of the same architecture apart."""
+        if not hasattr(self, "_fingerprint"):
+            self._fingerprint = file_sha256(self.weights)[:16] if self.weights and os.path.isfile(self.weights) else None
+        return self._fingerprint
 
     # --- text
     def tokenize(self, texts: list[str]) -> torch.Tensor:

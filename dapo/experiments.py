@@ -93,13 +93,24 @@ def checkpoint_dir(run_dir: str | Path, method: str) -> Path:
     return Path(run_dir) / "checkpoints" / method
 
 
+def same_backbone_weights(checkpoint, backbone) -> bool:
+    """Whether a DAPO checkpoint was trained on ``backbone``'s weights file (``True`` when
+    either side has no fingerprint, e.g. random weights or a checkpoint that predates it)."""
+    from dapo.checkpoint import read_checkpoint
+
+    saved = read_checkpoint(checkpoint)[1]["backbone"].get("weights_sha256")
+    current = backbone.weights_fingerprint
+    return saved is None or current is None or saved == current
+
+
 def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed: int = 0,
                   device: str = "auto", epochs: int | None = None, backbone=None, retrain: bool = False,
                   **overrides):
     """Return a trained ``method`` (a name from :mod:`dapo.baselines`) and its loss history.
 
     The final checkpoint under ``run_dir/checkpoints/<method>`` is loaded when present (unless
-    ``retrain``); otherwise the method is trained on the profile's training dataset.
+    ``retrain``, or it was trained on other backbone weights); otherwise the method is trained
+    on the profile's training dataset.
     """
     from dapo.baselines import make_model
     from dapo.train import latest_checkpoint, load_history, load_trained, train
@@ -109,6 +120,9 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     ckpt_dir = checkpoint_dir(run_dir, method)
     epochs = cfg.epochs if epochs is None else epochs
     final = latest_checkpoint(ckpt_dir)
+    if final is not None and not retrain and not same_backbone_weights(final.path, backbone):
+        print(f"{ckpt_dir} was trained on other backbone weights than {backbone.weights}: retraining")
+        retrain = True
     if final is not None and not retrain and final.epoch >= epochs:
         return load_trained(final.path, backbone).to(dev), load_history(ckpt_dir)
     model = make_model(method, backbone, **overrides)

@@ -17,9 +17,9 @@ from dapo.synthetic.corpus import (DEFECT_ORDER, IGNORE, LOCAL_STREAM, CorpusSpe
                                    local_views, patch_labels, positive_matrix, sample_image, to_tensor)
 from dapo.synthetic.defects import DEFECTS
 from dapo.synthetic.generator import SyntheticImage, applicable_defects
-from dapo.synthetic.pretrain import (COMPACT_MODEL, PretrainConfig, balanced_patch_loss, encode_views, learning_rate,
-                                     multi_positive_clip_loss, pretrain, register_compact_config, state_loss,
-                                     state_texts, step_products, step_views, global_targets)
+from dapo.synthetic.pretrain import (COMPACT_MODEL, PretrainConfig, balanced_patch_loss, encode_views, global_targets,
+                                     learning_rate, multi_positive_clip_loss, pretrain, register_compact_config,
+                                     state_class_weights, state_loss, state_texts, step_views, text_stage_parameters)
 from dapo.synthetic.products import PRODUCTS
 
 EOT = 49407
@@ -102,12 +102,21 @@ def test_multi_positive_loss_needs_a_positive_everywhere():
 
 
 def test_learning_rate_warms_up_then_decays_to_the_floor():
-    config = PretrainConfig(steps=100, warmup_steps=10, lr=1e-3, min_lr_ratio=0.1)
-    assert learning_rate(0, config) == pytest.approx(1e-4)
-    assert learning_rate(9, config) == pytest.approx(1e-3)
-    assert learning_rate(10, config) == pytest.approx(1e-3)
-    assert learning_rate(55, config) == pytest.approx(0.55e-3)
-    assert learning_rate(100, config) == pytest.approx(1e-4)
+    config = PretrainConfig(warmup_steps=10, min_lr_ratio=0.1)
+    assert learning_rate(0, 100, 1e-3, config) == pytest.approx(1e-4)
+    assert learning_rate(9, 100, 1e-3, config) == pytest.approx(1e-3)
+    assert learning_rate(10, 100, 1e-3, config) == pytest.approx(1e-3)
+    assert learning_rate(55, 100, 1e-3, config) == pytest.approx(0.55e-3)
+    assert learning_rate(100, 100, 1e-3, config) == pytest.approx(1e-4)
+    assert learning_rate(55, 100, 2e-3, config) == pytest.approx(1.1e-3)
+
+
+def test_state_class_weights_count_normal_as_one_average_defect_type():
+    spec = CorpusSpec(p_normal=0.1, p_two=0.15)
+    weights = state_class_weights(spec)
+    assert weights.shape == (1 + len(DEFECT_ORDER),) and bool((weights[1:] == 1).all())
+    # 75 % single-defect images over 13 types = 5.77 % per type, against 10 % normal images
+    assert weights[0].item() == pytest.approx(0.75 / 13 / 0.1)
 
 
 def test_views_depend_only_on_their_index():
@@ -145,33 +154,28 @@ def test_local_views_are_patch_aligned_crops_captioned_with_what_they_show():
     assert defective >= 6 and centred >= defective - 1, "the first local view is centred on a defect"
 
 
-def test_a_step_shows_few_products_each_in_several_states():
-    config = PretrainConfig(full_per_step=8, local_images_per_step=4, products_per_step=2)
-    products = step_products(config, 5)
-    assert len(set(products)) == 2 and products == step_products(config, 5) != step_products(config, 6)
+def test_a_step_shows_full_views_and_the_local_views_of_other_images():
+    config = PretrainConfig(full_per_step=3, local_images_per_step=2)
     views = step_views(config, 5)
-    assert {v.product for v in views} == set(products)
-    assert len({v.defects for v in views if v.image.shape[-1] == 128}) >= 2
-    assert step_products(PretrainConfig(products_per_step=0), 5) is None
+    per_image = sum(count for _, count in config.corpus.local_views)
+    assert [v.image.shape[-1] for v in views[:3]] == [128] * 3 and len(views) == 3 + 2 * per_image
+    assert all(torch.equal(a.image, b.image) for a, b in zip(views, step_views(config, 5)))
+    assert not torch.equal(views[0].image, step_views(config, 6)[0].image)
 
 
-def test_state_texts_offer_every_state_of_the_subject_and_point_at_the_truth():
-    config = PretrainConfig()
-    image, labels = torch.zeros(3, 128, 128), torch.zeros(1, 1, dtype=torch.int64)
-    small = torch.zeros(3, 32, 32)
-    views = [View(image, "", CaptionKey("gear", "exact"), "gear", ("rust",), labels),
-             View(image, "", CaptionKey("nut", "exact"), "nut", (), labels),
-             View(image, "", CaptionKey("gear", "exact"), "gear", ("rust", "hole"), labels),
-             View(small, "", CaptionKey(None, "exact"), "nut", ("hole",), labels)]
-    texts, scored, candidates, targets = state_texts(config, 0, views)
+def test_state_texts_offer_every_state_of_the_product_and_point_at_the_truth():
+    products = ["gear", "nut", "gear", "gear"]
+    defects = [("rust",), (), ("rust", "hole"), ("hole",)]
+    texts, scored, candidates, targets = state_texts(np.random.default_rng(0), products, defects, CaptionPolicy())
     assert scored == [0, 1, 3]
     assert [len(c) for c in candidates] == [1 + len(applicable_defects("gear")), 1 + len(applicable_defects("nut")),
-                                            1 + len(DEFECT_ORDER)]
+                                            1 + len(applicable_defects("gear"))]
+    assert candidates[0] == candidates[2], "one set of state captions per product"
     truth = [texts[c[t]] for c, t in zip(candidates, targets)]
     assert "gear" in truth[0] and any(n in truth[0] for n in DEFECT_NOUNS["rust"])
     assert "nut" in truth[1] and not any(n in truth[1] for d in DEFECTS for n in DEFECT_NOUNS[d])
-    assert GENERIC_OBJECT in truth[2] and any(n in truth[2] for n in DEFECT_NOUNS["hole"])
-    assert texts == state_texts(config, 0, views)[0]
+    assert any(n in truth[2] for n in DEFECT_NOUNS["hole"])
+    assert texts == state_texts(np.random.default_rng(0), products, defects, CaptionPolicy())[0]
 
 
 def test_state_loss_is_cross_entropy_over_each_rows_candidates():
@@ -205,15 +209,14 @@ def test_encode_views_is_openclips_forward_on_the_visible_patches():
 
 
 def test_positive_matrix_marks_every_true_caption():
+    keys = [CaptionKey("gear", "exact"), CaptionKey("gear", "anomalous"), CaptionKey(None, "exact", frozenset({"rust"}))]
+    positives = positive_matrix(keys, ["gear", "gear", "nut"], [(), ("rust",), ("rust",)])
+    assert positives.tolist() == [[True, False, False], [False, True, True], [False, False, True]]
     image, labels = torch.zeros(3, 8, 8), torch.zeros(1, 1, dtype=torch.int64)
-    views = [View(image, "a flawless gear.", CaptionKey("gear", "exact"), "gear", (), labels),
-             View(image, "a damaged gear.", CaptionKey("gear", "anomalous"), "gear", ("rust",), labels),
-             View(image, "rust on an object.", CaptionKey(None, "exact", frozenset({"rust"})), "nut", ("rust",), labels)]
-    assert positive_matrix(views).tolist() == [[True, False, False], [False, True, True], [False, False, True]]
-    register_compact_config()
-    batch = collate_views(views, open_clip.get_tokenizer(COMPACT_MODEL))
-    assert batch["images"].shape == (3, 3, 8, 8) and batch["tokens"].shape == (3, 32)
-    assert batch["patch_labels"].shape == (3, 1, 1) and batch["offsets"].tolist() == [[0, 0]] * 3
+    views = [View(image, "", key, "gear", (), labels) for key in keys]
+    batch = collate_views(views)
+    assert batch["images"].shape == (3, 3, 8, 8) and batch["patch_labels"].shape == (3, 1, 1)
+    assert batch["offsets"].tolist() == [[0, 0]] * 3
 
 
 def test_patch_labels_take_the_covering_defect_and_ignore_thin_touches():
@@ -243,31 +246,63 @@ class _Interrupt(Exception):
     pass
 
 
-def _tiny_run(tmp_path, name, steps, monitor=None, resume=True):
-    config = PretrainConfig(steps=steps, full_per_step=2, local_images_per_step=1, warmup_steps=1,
-                            checkpoint_every=2, threads=1, precision="fp32")
+def _tiny_run(tmp_path, name, monitor=None, resume=True, loader_workers=1):
+    config = PretrainConfig(image_steps=2, text_steps=2, full_per_step=2, local_images_per_step=1, warmup_steps=1,
+                            text_images=8, text_batch=4, checkpoint_every=1, threads=1, precision="fp32")
     return pretrain(config, tmp_path / name, output=tmp_path / name / "w.safetensors", resume=resume,
-                    monitor=monitor)
+                    monitor=monitor, loader_workers=loader_workers)
 
 
 def test_pretraining_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_path):
-    path = _tiny_run(tmp_path, "straight", steps=3)
+    seen = {}
+
+    def keep(model, heads, stage, step):
+        seen[step] = {k: v.detach().to(torch.float16).clone() for k, v in model.state_dict().items()}
+        return {"stage_is": stage}
+
+    path = _tiny_run(tmp_path, "straight", monitor=keep)
     with open(tmp_path / "straight" / "log.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [int(r["step"]) for r in rows] == [1, 2, 3] and all(np.isfinite(float(r["loss"])) for r in rows)
+    assert [(int(r["step"]), r["stage"]) for r in rows] == [(1, "image"), (2, "image"), (3, "text"), (4, "text")]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
     register_compact_config()
     model = open_clip.create_model(COMPACT_MODEL, pretrained=str(path))
     state = load_file(str(path))
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     assert set(state) == set(model.state_dict())
+    # the text stage locks the image tower but for its final projection
+    after_images = seen[2]
+    trained_in_text_stage = {name for name, _ in text_stage_parameters(model)}
+    assert "visual.proj" in trained_in_text_stage and "visual.conv1.weight" not in trained_in_text_stage
+    for key, value in state.items():
+        if key.startswith("visual.") and key != "visual.proj":
+            assert torch.equal(value, after_images[key]), key
+    assert not torch.equal(state["visual.proj"], after_images["visual.proj"])
+    assert not torch.equal(state["text_projection"], after_images["text_projection"])
 
-    def interrupt(model, step):
-        raise _Interrupt
+    def interrupt(model, heads, stage, step):
+        if step == 3:
+            raise _Interrupt
+        return {}
 
     with pytest.raises(_Interrupt):
-        _tiny_run(tmp_path, "resumed", steps=3, monitor=interrupt)
-    resumed = load_file(str(_tiny_run(tmp_path, "resumed", steps=3)))
+        _tiny_run(tmp_path, "resumed", monitor=interrupt)
+    resumed = load_file(str(_tiny_run(tmp_path, "resumed")))
     assert all(torch.equal(resumed[k], state[k]) for k in state)
+
+
+def test_views_made_ahead_by_a_worker_or_inline_and_a_resume_mid_image_stage_give_the_same_model(tmp_path):
+    ahead = load_file(str(_tiny_run(tmp_path, "ahead", loader_workers=1)))
+
+    def interrupt(model, heads, stage, step):
+        if step == 1:
+            raise _Interrupt
+        return {}
+
+    with pytest.raises(_Interrupt):
+        _tiny_run(tmp_path, "inline", monitor=interrupt, loader_workers=0)
+    inline = load_file(str(_tiny_run(tmp_path, "inline", loader_workers=0)))
+    assert all(torch.equal(inline[k], ahead[k]) for k in ahead)
 
 
 def test_global_targets_name_the_product_of_large_views_and_the_single_state():

@@ -104,3 +104,25 @@ def test_training_free_baseline_is_refused(tiny_backbone, tiny_dataset, tmp_path
     model = DAPO(tiny_backbone, config_for("clip_ac", templates=test_prompts["templates"]))
     with pytest.raises(ValueError, match="no learnable parameters"):
         fit(model, tiny_dataset, tmp_path, epochs=1)
+
+
+def test_checkpoints_know_the_backbone_weights_they_were_trained_on(tiny_backbone, tiny_model_name, tmp_path):
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from dapo.backbone import load_backbone
+    from dapo.experiments import same_backbone_weights
+
+    state = {k: v.contiguous() for k, v in tiny_backbone.clip.state_dict().items()}
+    save_file(state, str(tmp_path / "a.safetensors"))
+    state["logit_scale"] = state["logit_scale"] + 1.0
+    save_file(state, str(tmp_path / "b.safetensors"))
+    trained_on = load_backbone(tiny_model_name, str(tmp_path / "a.safetensors"), image_size=32)
+    other = load_backbone(tiny_model_name, str(tmp_path / "b.safetensors"), image_size=32)
+    expected = hashlib.sha256((tmp_path / "a.safetensors").read_bytes()).hexdigest()[:16]
+    assert trained_on.describe()["weights_sha256"] == expected != other.weights_fingerprint
+    assert tiny_backbone.weights_fingerprint is None  # random weights: no file
+    path = save_checkpoint(DAPO(trained_on, SMALL), tmp_path / "model.safetensors")
+    assert same_backbone_weights(path, trained_on) and same_backbone_weights(path, tiny_backbone)
+    assert not same_backbone_weights(path, other)

@@ -19,6 +19,7 @@ the training streams.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 import open_clip
@@ -31,6 +32,7 @@ from dapo.synthetic.products import PRODUCTS
 
 FULL_STREAM = "pretrain-full"
 LOCAL_STREAM = "pretrain-local"
+TEXT_STREAM = "pretrain-text"
 HELDOUT_STREAM = "heldout"
 DEFECT_ORDER = tuple(sorted(DEFECTS))
 IGNORE = -100
@@ -52,7 +54,7 @@ class CorpusSpec:
 
     products: tuple[str, ...] = tuple(PRODUCTS)
     styles: tuple[str, ...] = tuple(STYLES)
-    p_normal: float = 0.25
+    p_normal: float = 0.1
     p_two: float = 0.15
     severity: tuple[float, float] = (0.25, 1.0)
     image_size: int = 128
@@ -170,13 +172,14 @@ def local_views(spec: CorpusSpec, seed: int, index: int, product: str | None = N
     return views
 
 
-def positive_matrix(views: list[View]) -> torch.Tensor:
-    """``positives[i, j]``: caption ``j`` truthfully describes view ``i``."""
-    return torch.tensor([[other.key.describes(v.product, v.defects) for other in views] for v in views])
+def positive_matrix(keys: Sequence[CaptionKey], products: Sequence[str],
+                    defects: Sequence[Sequence[str]]) -> torch.Tensor:
+    """``positives[i, j]``: caption ``keys[j]`` truthfully describes image ``i`` (``products[i]``
+    with ``defects[i]``)."""
+    return torch.tensor([[key.describes(p, d) for key in keys] for p, d in zip(products, defects)])
 
 
-def collate_views(views: list[View], tokenizer) -> dict:
-    """Stack views of one size and tokenise their captions."""
-    return {"images": torch.stack([v.image for v in views]), "tokens": tokenizer([v.caption for v in views]),
-            "patch_labels": torch.stack([v.patch_labels for v in views]),
-            "offsets": torch.tensor([v.offset for v in views]), "defects": [v.defects for v in views]}
+def collate_views(views: list[View]) -> dict:
+    """Stack views of one size: images, patch labels and patch-grid offsets."""
+    return {"images": torch.stack([v.image for v in views]), "patch_labels": torch.stack([v.patch_labels for v in views]),
+            "offsets": torch.tensor([v.offset for v in views])}

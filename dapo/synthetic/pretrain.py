@@ -1,37 +1,36 @@
-"""Pretraining of the compact CLIP on the captioned synthetic corpus.
+"""Pretraining of the compact CLIP on the captioned synthetic corpus, in two stages (LiT).
 
 The model is a plain OpenCLIP ``CLIP`` built from ``dapo/assets/dapo-compact.json`` (ViT
 image tower, OpenCLIP text tower and tokenizer), so the saved state dict loads with
 ``open_clip.create_model("dapo-compact", pretrained=path)`` and through
 :func:`dapo.backbone.load_backbone`.
 
-Each step sees ``full_per_step`` full views and the local views (patch-aligned crops, see
-:mod:`dapo.synthetic.corpus`) of ``local_images_per_step`` other images, all of
-``products_per_step`` products. Loss = contrastive + ``state_weight`` x state +
-``aux_weight`` x dense auxiliary + ``global_aux_weight`` x global auxiliary.
+The schedule follows LiT (Zhai et al., CVPR 2022: a supervised image tower, then
+contrastive *locked-image tuning* of the text tower), because a CLIP trained jointly from
+scratch learns far too slowly for a budget of an hour on 2 CPU cores (README, "The synthetic
+profile"):
 
-* Contrastive: CLIP's symmetric image-text cross-entropy over all views of the step, with
-  one change for a small world where a batch holds several images of the same product and
-  defect: every caption that truthfully describes a view
-  (:class:`dapo.synthetic.captions.CaptionKey`) is a positive, and the target distribution
-  is uniform over the positives (multi-positive InfoNCE). With one positive per row this is
-  exactly CLIP's loss.
-* State (hard negatives, in the spirit of NegCLIP): each view with at most one defect type
-  against one caption per state of its product (normal and every defect type), captions
-  that differ only in the defect they name (:func:`state_loss`).
-* Dense auxiliary loss (this project's choice, not CLIP's recipe): the patch tokens of
-  vision layer ``aux_layer`` go through a linear head (LayerNorm + Linear) that classifies
-  each patch as defect-free or as one defect type; cross-entropy balanced between defective
-  and defect-free patches.
-* Global auxiliary loss (this project's choice, as LiT starts from a supervised image
-  tower): linear heads on the image embedding classify the product and the state
-  (normal or one defect type) of each view (cross-entropy).
+1. **Image tower** (``image_steps``): each step sees ``full_per_step`` full views and the
+   local views (patch-aligned crops, see :mod:`dapo.synthetic.corpus`) of
+   ``local_images_per_step`` other images. Loss = product + state + ``dense_weight`` x dense:
+   linear heads on the image embedding classify the product (views of at least
+   ``named_product_min_size`` pixels) and the state (normal or the one defect type; the
+   normal class weighted down to an average defect type, see :func:`state_class_weights`);
+   a LayerNorm + Linear head on the patch tokens of vision layer ``aux_layer`` classifies
+   each patch as defect-free or one defect type (:func:`balanced_patch_loss`).
+2. **Text tower** (``text_steps``, the image tower locked): image embeddings of
+   ``text_images`` full views are computed once; each step pairs ``text_batch`` of them with
+   freshly sampled captions. Loss = CLIP's symmetric image-text cross-entropy, with every
+   caption that truthfully describes an image a positive (multi-positive InfoNCE; with one
+   positive per row it is exactly CLIP's loss), + ``state_weight`` x a hard-negative state
+   loss in the spirit of NegCLIP: each image against one caption per state of its product,
+   captions that differ only in the defect they name (:func:`state_loss`). Trained: the
+   text tower, the logit scale and the image tower's final projection ``visual.proj`` (this
+   project's choice; LiT locks the projection too).
 
-Local views, hard negatives and auxiliary losses stand in for the scale of real CLIP
-pretraining: 400M web pairs teach CLIP local visual concepts, a CPU budget of under an hour
-of synthetic pairs cannot without them. The auxiliary heads are discarded (the checkpoint is
-a plain OpenCLIP ``CLIP``), and the last layer's patch tokens are never aligned with text,
-so CLIP-AC-style zero-shot segmentation stays weak, as with real CLIP.
+The heads are discarded (the checkpoint is a plain OpenCLIP ``CLIP``), and patch tokens are
+never aligned with text, so CLIP-AC-style zero-shot segmentation stays weak, as with real
+CLIP.
 """
 
 from __future__ import annotations
@@ -43,15 +42,16 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
-from dapo.synthetic.captions import GENERIC_OBJECT, exact_caption, product_words
-from dapo.synthetic.corpus import (DEFECT_ORDER, IGNORE, CorpusSpec, View, collate_views, full_view, local_views,
-                                   positive_matrix)
+from dapo.synthetic.captions import CaptionPolicy, exact_caption, product_words, sample_caption
+from dapo.synthetic.corpus import (DEFECT_ORDER, IGNORE, TEXT_STREAM, CorpusSpec, View, collate_views, full_view,
+                                   local_views, positive_matrix, sample_image, to_tensor)
 from dapo.synthetic.generator import applicable_defects, make_rng
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -63,32 +63,32 @@ MAX_LOGIT_SCALE = math.log(100.0)
 
 @dataclass
 class PretrainConfig:
-    """Hyperparameters of the pretraining run (the recipe being tuned; see README on the
-    status of the committed checkpoint).
+    """Hyperparameters of the two-stage pretraining (module docstring).
 
-    ``products_per_step``: the images of a step show this many products (0: each image draws
-    its own), so that captions of the same product with other defects are in-batch
-    negatives. ``state_weight``: weight of the hard-negative state loss (see the module doc).
-
-    ``precision``: ``"bf16"`` autocast (fast on CPUs with AMX/AVX-512-BF16 and on GPUs) or
-    ``"fp32"``. ``threads``: CPU threads (2 = the project's reference machine).
+    Stage 1 (image tower): ``image_steps`` steps at peak ``lr`` after ``warmup_steps``, cosine
+    decay to ``min_lr_ratio * lr``. Stage 2 (text tower): ``text_steps`` steps at peak
+    ``text_lr``, same shape of schedule. ``precision``: ``"bf16"`` autocast (fast on CPUs
+    with AVX-512-BF16/AMX and on GPUs) or ``"fp32"``. ``threads``: CPU threads (2 = the
+    project's reference machine).
     """
 
     seed: int = 0
-    steps: int = 1500
+    image_steps: int = 3200
     full_per_step: int = 16
     local_images_per_step: int = 16
-    lr: float = 1.5e-3
+    lr: float = 1e-3
+    warmup_steps: int = 30
     min_lr_ratio: float = 0.05
-    warmup_steps: int = 60
-    weight_decay: float = 0.1
+    weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float = 1.0
-    products_per_step: int = 4
-    state_weight: float = 1.0
     aux_layer: int = 4
-    aux_weight: float = 1.0
-    global_aux_weight: float = 1.0
+    dense_weight: float = 1.0
+    text_steps: int = 600
+    text_images: int = 4000
+    text_batch: int = 256
+    text_lr: float = 1e-3
+    state_weight: float = 1.0
     init: str = "mimetic"
     precision: str = "bf16"
     threads: int = 2
@@ -96,6 +96,9 @@ class PretrainConfig:
     checkpoint_every: int = 100
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
 
+    @property
+    def steps(self) -> int:
+        return self.image_steps + self.text_steps
 
 def register_compact_config() -> None:
     """Make ``dapo-compact`` known to OpenCLIP (idempotent)."""
@@ -158,9 +161,11 @@ def create_compact_model(seed: int, device: str | torch.device = "cpu", init: st
     return model.to(device)
 
 
-def encode_views(visual: torch.nn.Module, images: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+def encode_views(visual: torch.nn.Module, images: torch.Tensor, offsets: torch.Tensor,
+                 project: bool = True) -> torch.Tensor:
     """Image embeddings of views (full images or patch-aligned crops), OpenCLIP's ViT forward
-    with the positional embeddings of the patches each view shows (offsets in patches)."""
+    with the positional embeddings of the patches each view shows (offsets in patches);
+    ``project=False`` stops before the final projection ``visual.proj``."""
     x = visual.conv1(images)
     batch, width, rows, cols = x.shape
     x = x.flatten(2).transpose(1, 2)
@@ -171,7 +176,7 @@ def encode_views(visual: torch.nn.Module, images: torch.Tensor, offsets: torch.T
     cls = (visual.class_embedding + visual.positional_embedding[0]).expand(batch, 1, width)
     x = visual.ln_pre(torch.cat([cls.to(x.dtype), x + positions.to(x.dtype)], dim=1))
     x = visual.ln_post(visual.transformer(x))
-    return x[:, 0] @ visual.proj
+    return x[:, 0] @ visual.proj if project else x[:, 0]
 
 
 def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
@@ -242,76 +247,64 @@ def make_aux_heads(model: torch.nn.Module, seed: int, products: tuple[str, ...])
     })
 
 
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+def _param_groups(named_parameters, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only (not on gains, biases, embeddings or the logit scale)."""
     decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
+    for name, parameter in named_parameters:
         exempt = parameter.ndim < 2 or "embedding" in name or "logit_scale" in name
         (no_decay if exempt else decay).append(parameter)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def learning_rate(step: int, config: PretrainConfig) -> float:
-    """Linear warm-up, then cosine decay to ``min_lr_ratio * lr``."""
+def learning_rate(step: int, steps: int, peak: float, config: PretrainConfig) -> float:
+    """Linear warm-up over ``config.warmup_steps``, then cosine decay over the rest of
+    ``steps`` to ``config.min_lr_ratio * peak``."""
     if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    floor = config.lr * config.min_lr_ratio
-    return floor + (config.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+        return peak * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, steps - config.warmup_steps)
+    floor = peak * config.min_lr_ratio
+    return floor + (peak - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
-def step_products(config: PretrainConfig, step: int) -> tuple[str, ...] | None:
-    """The products shown in ``step`` (``None``: every image draws its own)."""
-    if config.products_per_step <= 0:
-        return None
-    rng = make_rng(config.seed, "step-products", step)
-    products = config.corpus.products
-    picks = rng.choice(len(products), size=min(config.products_per_step, len(products)), replace=False)
-    return tuple(products[int(i)] for i in picks)
+def state_class_weights(spec: CorpusSpec) -> torch.Tensor:
+    """Weights of the state classes (normal + ``DEFECT_ORDER``): 1 for every defect type,
+    and for normal the corpus share of an average single-defect type over the normal share,
+    so that normal counts as much as one defect type (the held-out evaluation shows every
+    state equally often)."""
+    single = 1.0 - spec.p_normal - spec.p_two
+    weights = torch.ones(1 + len(DEFECT_ORDER))
+    weights[0] = single / len(DEFECT_ORDER) / spec.p_normal
+    return weights
 
 
 def step_views(config: PretrainConfig, step: int) -> list[View]:
-    """Full and local views of one step (a pure function of the seed and the step)."""
-    products = step_products(config, step)
-
-    def product(j: int) -> str | None:
-        return None if products is None else products[j % len(products)]
-
+    """Full and local views of image-tower step ``step`` (a pure function of the seed and the step)."""
     spec, seed = config.corpus, config.seed
-    full = [full_view(spec, seed, step * config.full_per_step + j, product(j)) for j in range(config.full_per_step)]
+    full = [full_view(spec, seed, step * config.full_per_step + j) for j in range(config.full_per_step)]
     local = [v for j in range(config.local_images_per_step)
-             for v in local_views(spec, seed, step * config.local_images_per_step + j, product(j))]
+             for v in local_views(spec, seed, step * config.local_images_per_step + j)]
     return full + local
 
 
-def state_texts(config: PretrainConfig, step: int,
-                views: list[View]) -> tuple[list[str], list[int], list[list[int]], list[int]]:
-    """Captions of every state (normal or one defect type) of the subjects of ``views``.
-
-    A view showing at most one defect type is scored against the states of its subject: its
-    product for views of at least ``named_product_min_size`` pixels, else "object" (all
-    defect types). Returns the texts, the indices of the scored views, per scored view the
-    indices of its candidate texts, and per scored view the position of its true state among
-    its candidates.
-    """
-    rng = make_rng(config.seed, "state-captions", step)
+def state_texts(rng: np.random.Generator, products: list[str], defects: list[tuple[str, ...]],
+                policy: CaptionPolicy) -> tuple[list[str], list[int], list[list[int]], list[int]]:
+    """Captions of every state (normal or one defect type) of the products of the images
+    with at most one defect type. Returns the texts, the indices of those images, per image
+    the indices of its candidate texts (one per state of its product), and per image the
+    position of its true state among its candidates."""
     texts, rows, scored = [], {}, []
-    for index, view in enumerate(views):
-        if len(view.defects) > 1:
+    for index, (product, shown) in enumerate(zip(products, defects)):
+        if len(shown) > 1:
             continue
-        named = view.image.shape[-1] >= config.corpus.named_product_min_size
-        subject = view.product if named else GENERIC_OBJECT
-        if subject not in rows:
-            states = ("normal", *(applicable_defects(view.product) if named else DEFECT_ORDER))
-            rows[subject] = {state: len(texts) + k for k, state in enumerate(states)}
-            words = product_words(subject) if named else GENERIC_OBJECT
-            texts += [exact_caption(rng, words, () if state == "normal" else (state,), config.corpus.captions)
+        if product not in rows:
+            states = ("normal", *applicable_defects(product))
+            rows[product] = {state: len(texts) + k for k, state in enumerate(states)}
+            texts += [exact_caption(rng, product_words(product), () if state == "normal" else (state,), policy)
                       for state in states]
-        scored.append((index, rows[subject], view.defects[0] if view.defects else "normal"))
+        scored.append((index, rows[product], shown[0] if shown else "normal"))
     candidates = [list(states.values()) for _, states, _ in scored]
     targets = [list(states).index(state) for _, states, state in scored]
     return texts, [index for index, _, _ in scored], candidates, targets
-
 
 def state_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
                candidates: list[list[int]], targets: list[int]) -> torch.Tensor:
@@ -366,43 +359,122 @@ def _by_size(views: list[View]) -> list[list[View]]:
     return [[v for v in views if v.image.shape[-1] == size] for size in sizes]
 
 
-def _step_losses(model, heads, tap, step: int, tokenizer, config, device) -> dict:
-    ordered = _by_size(step_views(config, step))
-    groups = [collate_views(group, tokenizer) for group in ordered]
+
+class ImageStepViews(torch.utils.data.Dataset):
+    """The views of every image-tower step, grouped by size (index = step), so that a
+    ``DataLoader`` worker can generate the next steps while the current one trains."""
+
+    def __init__(self, config: PretrainConfig) -> None:
+        self.config = config
+
+    def __len__(self) -> int:
+        return self.config.image_steps
+
+    def __getitem__(self, step: int) -> list[list[View]]:
+        return _by_size(step_views(self.config, step))
+
+
+def _keep_as_is(item):
+    return item
+
+
+def _one_thread(worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def image_step_loader(config: PretrainConfig, start: int, workers: int) -> torch.utils.data.DataLoader:
+    """Steps ``start .. image_steps - 1`` in order; ``workers`` > 0 generates them in
+    background processes (the same views, so the same model, as ``workers=0``)."""
+    steps = range(start, config.image_steps)
+    return torch.utils.data.DataLoader(ImageStepViews(config), batch_size=None, sampler=steps, num_workers=workers,
+                                       collate_fn=_keep_as_is, worker_init_fn=_one_thread if workers else None,
+                                       prefetch_factor=4 if workers else None, persistent_workers=False)
+
+
+def _image_step(model, heads, tap, ordered: list[list[View]], config: PretrainConfig, device, class_weights) -> dict:
+    """Losses of one image-tower step (stage 1) on its views grouped by size."""
     embeddings, patch_logits, labels = [], [], []
     with _autocast(device, config.precision):
-        for group in groups:
-            embeddings.append(encode_views(model.visual, group["images"].to(device), group["offsets"].to(device)))
+        for group in ordered:
+            batch = collate_views(group)
+            embeddings.append(encode_views(model.visual, batch["images"].to(device), batch["offsets"].to(device)))
             patch_logits.append(heads["dense"](tap.patches()).float().flatten(0, 1))
-            labels.append(group["patch_labels"].to(device).flatten())
-        views = [v for group in ordered for v in group]
-        texts, scored, candidates, targets = state_texts(config, step, views)
-        tokens = torch.cat([g["tokens"] for g in groups] + [tokenizer(texts)])
-        text = model.encode_text(tokens.to(device), normalize=True).float()
+            labels.append(batch["patch_labels"].to(device).flatten())
         image_embedding = torch.cat(embeddings)
         product_logits = heads["product"](image_embedding).float()
         state_logits = heads["state"](image_embedding).float()
-    captions, state_captions = text[:len(views)], text[len(views):]
-    image_features = F.normalize(image_embedding.float(), dim=-1)
-    scale = model.logit_scale.exp()
-    contrastive = multi_positive_clip_loss(image_features, captions, scale, positive_matrix(views).to(device))
-    states = state_loss(image_features[scored], state_captions, scale, candidates, targets)
-    dense = balanced_patch_loss(torch.cat(patch_logits), torch.cat(labels))
+    views = [v for group in ordered for v in group]
     product_target, state_target = global_targets(views, config.corpus.products, config.corpus.named_product_min_size)
-    supervised = (F.cross_entropy(product_logits, product_target.to(device), ignore_index=IGNORE)
-                  + F.cross_entropy(state_logits, state_target.to(device), ignore_index=IGNORE))
-    total = (contrastive + config.state_weight * states + config.aux_weight * dense
-             + config.global_aux_weight * supervised)
-    return {"loss": total, "contrastive": contrastive, "state": states, "dense": dense, "global": supervised}
+    product = F.cross_entropy(product_logits, product_target.to(device), ignore_index=IGNORE)
+    state = F.cross_entropy(state_logits, state_target.to(device), weight=class_weights, ignore_index=IGNORE)
+    dense = balanced_patch_loss(torch.cat(patch_logits), torch.cat(labels))
+    return {"loss": product + state + config.dense_weight * dense, "product": product, "state": state, "dense": dense}
+
+
+@dataclass
+class LockedImages:
+    """The text stage's images: what they show and their locked features (class token after
+    ``ln_post``, before the trainable projection)."""
+
+    features: torch.Tensor
+    products: list[str]
+    defects: list[tuple[str, ...]]
+
+
+@torch.no_grad()
+def locked_images(model, config: PretrainConfig, device, batch_size: int = 64) -> LockedImages:
+    """Generate the ``text_images`` images of the text stage and encode them once."""
+    spec, features, products, defects = config.corpus, [], [], []
+    for start in tqdm(range(0, config.text_images, batch_size), desc="locked image features", leave=False):
+        images = [sample_image(spec, config.seed, TEXT_STREAM, i)[0]
+                  for i in range(start, min(start + batch_size, config.text_images))]
+        pixels = torch.stack([to_tensor(image.image) for image in images]).to(device)
+        with _autocast(device, config.precision):
+            features.append(encode_views(model.visual, pixels, torch.zeros(len(images), 2, dtype=torch.long,
+                                                                           device=device), project=False).float())
+        products += [image.product for image in images]
+        defects += [image.defects for image in images]
+    return LockedImages(torch.cat(features), products, defects)
+
+
+def _text_step(model, images: LockedImages, step: int, tokenizer, config: PretrainConfig, device) -> dict:
+    """Losses of one text-tower step (stage 2): captions sampled afresh for a random batch."""
+    rng = make_rng(config.seed, "text-step", step)
+    index = rng.choice(len(images.products), size=min(config.text_batch, len(images.products)), replace=False)
+    products = [images.products[i] for i in index]
+    defects = [images.defects[i] for i in index]
+    captions, keys = zip(*(sample_caption(rng, p, d, config.corpus.captions) for p, d in zip(products, defects)))
+    texts, scored, candidates, targets = state_texts(rng, products, defects, config.corpus.captions)
+    with _autocast(device, config.precision):
+        text = model.encode_text(tokenizer(list(captions) + texts).to(device), normalize=True).float()
+    image = F.normalize(images.features[torch.as_tensor(index, device=device)] @ model.visual.proj.float(), dim=-1)
+    scale = model.logit_scale.exp()
+    positives = positive_matrix(keys, products, defects).to(device)
+    contrastive = multi_positive_clip_loss(image, text[:len(captions)], scale, positives)
+    state = state_loss(image[scored], text[len(captions):], scale, candidates, targets)
+    return {"loss": contrastive + config.state_weight * state, "contrastive": contrastive, "state": state}
+
+
+def text_stage_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """What the text stage trains: the text tower, the logit scale and ``visual.proj``."""
+    return [(n, p) for n, p in model.named_parameters() if not n.startswith("visual.") or n == "visual.proj"]
+
+
+LOG_COLUMNS = ("step", "stage", "loss", "product", "state", "dense", "contrastive", "lr", "logit_scale", "seconds")
 
 
 def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path = COMPACT_WEIGHTS,
-             resume: bool = True, monitor=None) -> Path:
-    """Train the compact CLIP and write its weights to ``output``; returns ``output``.
+             resume: bool = True, monitor=None, loader_workers: int = 0) -> Path:
+    """Train the compact CLIP (both stages) and write its weights to ``output``; returns ``output``.
+
+    ``loader_workers`` processes generate the image stage's views ahead of training (0: in
+    the training loop); the model does not depend on it. Worth it beside a GPU; on 2 CPU
+    cores the worker competes with training and is slower (``benchmarks/bench_pretrain_loader.py``).
 
     ``run_dir`` receives ``log.csv`` (one row per step), ``state.pt`` (resumable every
-    ``checkpoint_every`` steps) and, with ``monitor(model, step) -> dict``, ``eval.csv`` (one
-    row per checkpoint, e.g. held-out zero-shot accuracy).
+    ``checkpoint_every`` steps and at the end of each stage) and, with
+    ``monitor(model, heads, stage, step) -> dict``, ``eval.csv`` (one row per checkpoint,
+    e.g. held-out accuracy of the heads in stage ``"image"``, zero-shot in stage ``"text"``).
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -413,8 +485,12 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
     tap = PatchTap(model, config.aux_layer)
     tokenizer = open_clip.get_tokenizer(COMPACT_MODEL)
     trained = torch.nn.ModuleDict({"clip": model, "aux_heads": heads})
-    optimizer = torch.optim.AdamW(_param_groups(trained, config.weight_decay), lr=config.lr, betas=config.betas,
-                                  eps=1e-6)
+    image_parameters = [(f"visual.{n}", p) for n, p in model.visual.named_parameters()]
+    image_parameters += [(f"heads.{n}", p) for n, p in heads.named_parameters()]
+    optimizers = {stage: torch.optim.AdamW(_param_groups(named, config.weight_decay), lr=peak, betas=config.betas,
+                                           eps=1e-6)
+                  for stage, named, peak in (("image", image_parameters, config.lr),
+                                             ("text", text_stage_parameters(model), config.text_lr))}
     state_path, log_path = run_dir / "state.pt", run_dir / "log.csv"
     start = 0
     if resume and state_path.is_file():
@@ -423,37 +499,54 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
             raise ValueError(f"{state_path} was written by a run with another configuration; use a new run "
                              f"folder or resume=False")
         trained.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        for stage, optimizer in optimizers.items():
+            optimizer.load_state_dict(state["optimizers"][stage])
         start = int(state["step"])
     else:
         for stale in (log_path, run_dir / "eval.csv"):
             stale.unlink(missing_ok=True)
-    model.train()
+    class_weights = state_class_weights(config.corpus).to(device)
+    locked = None
     began = time.time()
-    progress = tqdm(range(start, config.steps), desc="pretraining compact CLIP")
+    image_views = iter(image_step_loader(config, start, loader_workers)) if start < config.image_steps else None
+    progress = tqdm(range(start, config.steps), desc="pretraining compact CLIP", initial=start, total=config.steps)
     for step in progress:
-        lr = learning_rate(step, config)
+        stage = "image" if step < config.image_steps else "text"
+        model.train()
+        if stage == "image":
+            lr = learning_rate(step, config.image_steps, config.lr, config)
+            losses = _image_step(model, heads, tap, next(image_views), config, device, class_weights)
+        else:
+            if locked is None:
+                image_views = None  # ends the loader's workers
+                model.eval()
+                locked = locked_images(model, config, device)
+            stage_step = step - config.image_steps
+            lr = learning_rate(stage_step, config.text_steps, config.text_lr, config)
+            losses = _text_step(model, locked, stage_step, tokenizer, config, device)
+        optimizer = optimizers[stage]
         for group in optimizer.param_groups:
             group["lr"] = lr
-        losses = _step_losses(model, heads, tap, step, tokenizer, config, device)
         optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), config.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for group in optimizer.param_groups for p in group["params"]],
+                                       config.grad_clip)
         optimizer.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
         done = step + 1
-        row = {"step": done, **{k: round(v.item(), 5) for k, v in losses.items()}, "lr": f"{lr:.3e}",
-               "logit_scale": round(model.logit_scale.exp().item(), 3), "seconds": round(time.time() - began, 1)}
+        row = dict.fromkeys(LOG_COLUMNS, "")
+        row.update({"step": done, "stage": stage, **{k: round(v.item(), 5) for k, v in losses.items()},
+                    "lr": f"{lr:.3e}", "logit_scale": round(model.logit_scale.exp().item(), 3),
+                    "seconds": round(time.time() - began, 1)})
         _append_csv(log_path, row)
-        progress.set_postfix(loss=row["loss"], scale=row["logit_scale"])
-        if done % config.checkpoint_every == 0 or done == config.steps:
-            torch.save({"model": trained.state_dict(), "optimizer": optimizer.state_dict(), "step": done,
-                        "config": asdict(config)}, state_path)
+        progress.set_postfix(stage=stage, loss=row["loss"])
+        if done % config.checkpoint_every == 0 or done in (config.image_steps, config.steps):
+            torch.save({"model": trained.state_dict(), "step": done, "config": asdict(config),
+                        "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}, state_path)
             if monitor is not None:
                 model.eval()
-                _append_csv(run_dir / "eval.csv", {"step": done, **monitor(model, done)})
-                model.train()
+                _append_csv(run_dir / "eval.csv", {"step": done, "stage": stage, **monitor(model, heads, stage, done)})
     tap.handle.remove()
     model.eval()
     metadata = {"model": COMPACT_MODEL, "config": json.dumps(asdict(config)), "torch": torch.__version__,

@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from dapo.synthetic.captions import class_prompts, product_prompts
-from dapo.synthetic.corpus import HELDOUT_STREAM, to_tensor
+from dapo.synthetic.corpus import DEFECT_ORDER, HELDOUT_STREAM, to_tensor
 from dapo.synthetic.generator import STYLES, SyntheticImage, applicable_defects, generate_image, make_rng
 from dapo.synthetic.products import PRODUCTS
 
@@ -178,3 +178,21 @@ def patch_separability(model, fit_items: list[HeldOutItem], test_items: list[Hel
         "probe_patch_auroc": float(roc_auc_score(test_labels.reshape(-1), probe_scores)),
         "defective_patch_share": float(test_labels.mean()),
     }
+
+
+@torch.no_grad()
+def head_accuracy(model, heads, items: list[HeldOutItem]) -> dict:
+    """Top-1 accuracy of the image-tower stage's supervised heads (a training monitor, not a
+    zero-shot measurement): product among all products, state among the states of the
+    image's product."""
+    embeddings = torch.cat([model.encode_image(torch.stack([to_tensor(it.image.image) for it in items[i:i + 64]]))
+                            for i in range(0, len(items), 64)]).float()
+    product_logits, state_logits = heads["product"](embeddings), heads["state"](embeddings)
+    names = list(PRODUCTS)
+    products = [names[int(i)] == it.image.product for i, it in zip(product_logits.argmax(1), items)]
+    states = []
+    for logits, item in zip(state_logits, items):
+        labels = ("normal", *applicable_defects(item.image.product))
+        columns = [0 if s == "normal" else 1 + DEFECT_ORDER.index(s) for s in labels]
+        states.append(labels[int(logits[columns].argmax())] == item.label)
+    return {"product_top1": float(np.mean(products)), "defect_type_top1": float(np.mean(states))}
