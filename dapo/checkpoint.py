@@ -54,8 +54,7 @@ def save_checkpoint(model: DAPO, path: str | Path, *, epoch: int | None = None,
     return path
 
 
-def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """Tensors and decoded metadata (``config`` as :class:`DAPOConfig`, ``backbone``, ``epoch``, ``vocabulary``)."""
+def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -63,10 +62,28 @@ def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
         raw = handle.metadata() or {}
         if raw.get("format") != FORMAT:
             raise ValueError(f"{path} is not a DAPO checkpoint (format {raw.get('format')!r}, expected {FORMAT!r})")
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()} if with_tensors else {}
     meta = {key: json.loads(raw[key]) for key in ("backbone", "epoch", "vocabulary")}
     meta["config"] = DAPOConfig.from_dict(json.loads(raw["config"]))
     return tensors, meta
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """Tensors and decoded metadata (``config`` as :class:`DAPOConfig`, ``backbone``, ``epoch``, ``vocabulary``)."""
+    return _read(path, with_tensors=True)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The decoded metadata of :func:`read_checkpoint`, without reading the tensors."""
+    return _read(path, with_tensors=False)[1]
+
+
+def same_backbone_weights(path: str | Path, backbone: Backbone) -> bool:
+    """Whether a checkpoint was trained on ``backbone``'s weights file (``True`` when either
+    side has no fingerprint, e.g. random weights or a checkpoint that predates it)."""
+    saved = read_metadata(path)["backbone"].get("weights_sha256")
+    current = backbone.weights_fingerprint
+    return saved is None or current is None or saved == current
 
 
 def load_learned(model: DAPO, tensors: dict, source: str | Path = "checkpoint") -> None:

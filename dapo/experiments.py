@@ -93,16 +93,6 @@ def checkpoint_dir(run_dir: str | Path, method: str) -> Path:
     return Path(run_dir) / "checkpoints" / method
 
 
-def same_backbone_weights(checkpoint, backbone) -> bool:
-    """Whether a DAPO checkpoint was trained on ``backbone``'s weights file (``True`` when
-    either side has no fingerprint, e.g. random weights or a checkpoint that predates it)."""
-    from dapo.checkpoint import read_checkpoint
-
-    saved = read_checkpoint(checkpoint)[1]["backbone"].get("weights_sha256")
-    current = backbone.weights_fingerprint
-    return saved is None or current is None or saved == current
-
-
 def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed: int = 0,
                   device: str = "auto", epochs: int | None = None, backbone=None, retrain: bool = False,
                   **overrides):
@@ -113,6 +103,7 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     on the profile's training dataset.
     """
     from dapo.baselines import make_model
+    from dapo.checkpoint import same_backbone_weights
     from dapo.train import latest_checkpoint, load_history, load_trained, train
 
     dev = resolve_device(device)

@@ -112,7 +112,7 @@ def test_checkpoints_know_the_backbone_weights_they_were_trained_on(tiny_backbon
     from safetensors.torch import save_file
 
     from dapo.backbone import load_backbone
-    from dapo.experiments import same_backbone_weights
+    from dapo.checkpoint import same_backbone_weights
 
     state = {k: v.contiguous() for k, v in tiny_backbone.clip.state_dict().items()}
     save_file(state, str(tmp_path / "a.safetensors"))

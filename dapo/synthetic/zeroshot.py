@@ -67,10 +67,12 @@ def prompt_embedding(model, prompts: list[str], tokenizer) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode_images(model, images: list[np.ndarray], batch_size: int = 64) -> torch.Tensor:
+def encode_images(model, images: list[np.ndarray], batch_size: int = 64, normalize: bool = True) -> torch.Tensor:
+    """Image embeddings, in batches (normalised unless ``normalize=False``)."""
     chunks = [model.encode_image(torch.stack([to_tensor(im) for im in images[i:i + batch_size]])).float()
               for i in range(0, len(images), batch_size)]
-    return F.normalize(torch.cat(chunks), dim=-1)
+    features = torch.cat(chunks)
+    return F.normalize(features, dim=-1) if normalize else features
 
 
 def _tokenizer(model_name: str):
@@ -185,8 +187,7 @@ def head_accuracy(model, heads, items: list[HeldOutItem]) -> dict:
     """Top-1 accuracy of the image-tower stage's supervised heads (a training monitor, not a
     zero-shot measurement): product among all products, state among the states of the
     image's product."""
-    embeddings = torch.cat([model.encode_image(torch.stack([to_tensor(it.image.image) for it in items[i:i + 64]]))
-                            for i in range(0, len(items), 64)]).float()
+    embeddings = encode_images(model, [it.image.image for it in items], normalize=False)
     product_logits, state_logits = heads["product"](embeddings), heads["state"](embeddings)
     names = list(PRODUCTS)
     products = [names[int(i)] == it.image.product for i, it in zip(product_logits.argmax(1), items)]
