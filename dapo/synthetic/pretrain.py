@@ -84,8 +84,8 @@ class PretrainConfig:
     grad_clip: float = 1.0
     aux_layer: int = 4
     dense_weight: float = 1.0
-    text_steps: int = 600
-    text_images: int = 4000
+    text_steps: int = 300
+    text_images: int = 16000
     text_batch: int = 256
     text_lr: float = 1e-3
     state_weight: float = 1.0

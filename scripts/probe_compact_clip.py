@@ -1,0 +1,77 @@
+"""How far any linear read-out of the compact CLIP's image tower gets on defect types.
+
+    python scripts/probe_compact_clip.py                        # 4000 and 16000 fitting images
+    python scripts/probe_compact_clip.py --fit-images 2000 --per-class 6
+
+Fits a logistic-regression probe (scikit-learn, L2, ``--C``) on the locked image features
+(class token after ``ln_post``, before the projection: what the text stage of
+:mod:`dapo.synthetic.pretrain` sees) of the first ``--fit-images`` images of the text stage's
+stream (images with two defect types left out), and scores it on the held-out images of
+``scripts/evaluate_compact_clip.py`` (stream seed 1, 18 per product and state), choosing
+among normal and the image's product's defect types as zero-shot does. Zero-shot top-1 close
+to the probe's means the text tower reads out what the image tower offers. SYNTHETIC numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import open_clip
+import torch
+from sklearn.linear_model import LogisticRegression
+from tqdm.auto import tqdm
+
+from dapo.synthetic.corpus import TEXT_STREAM, CorpusSpec, sample_image, to_tensor
+from dapo.synthetic.generator import applicable_defects
+from dapo.synthetic.pretrain import COMPACT_MODEL, COMPACT_WEIGHTS, encode_views, register_compact_config
+from dapo.synthetic.zeroshot import heldout_set
+
+
+@torch.no_grad()
+def locked_features(model, images: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
+    """Class-token features before the projection, ``(N, width)``."""
+    chunks = []
+    for start in range(0, len(images), batch_size):
+        pixels = torch.stack([to_tensor(im) for im in images[start:start + batch_size]])
+        chunks.append(encode_views(model.visual, pixels, torch.zeros(len(pixels), 2, dtype=torch.long),
+                                   project=False).float())
+    return torch.cat(chunks).numpy()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", default=str(COMPACT_WEIGHTS))
+    parser.add_argument("--fit-images", type=int, nargs="+", default=[4000, 16000])
+    parser.add_argument("--per-class", type=int, default=18)
+    parser.add_argument("--seed", type=int, default=1, help="held-out stream seed")
+    parser.add_argument("--pretrain-seed", type=int, default=0, help="seed of the text stage's image stream")
+    parser.add_argument("--C", type=float, default=0.1, help="inverse L2 strength of the probe")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    register_compact_config()
+    model = open_clip.create_model(COMPACT_MODEL, pretrained=args.weights).eval()
+    spec = CorpusSpec()
+    fit = [sample_image(spec, args.pretrain_seed, TEXT_STREAM, i)[0]
+           for i in tqdm(range(max(args.fit_images)), desc="fitting images")]
+    single = [image for image in fit if len(image.defects) <= 1]
+    fit_x = locked_features(model, [image.image for image in single])
+    fit_y = np.array([image.defects[0] if image.defects else "normal" for image in single])
+    drawn = np.cumsum([len(image.defects) <= 1 for image in fit])  # single-defect images among the first n
+    items = heldout_set(seed=args.seed, per_class=args.per_class)
+    test_x = locked_features(model, [item.image.image for item in items])
+    print(f"held-out images: {len(items)} (seed {args.seed}); SYNTHETIC")
+    print("| fitting images | probe defect-type top-1 |\n| --- | --- |")
+    for n in args.fit_images:
+        used = int(drawn[n - 1])
+        probe = LogisticRegression(max_iter=3000, C=args.C).fit(fit_x[:used], fit_y[:used])
+        columns = {name: k for k, name in enumerate(probe.classes_)}
+        scores = probe.predict_proba(test_x)
+        hits = [max(("normal", *applicable_defects(item.image.product)), key=lambda c: row[columns[c]]) == item.label
+                for row, item in zip(scores, items)]
+        print(f"| {n} | {np.mean(hits):.4f} |")
+
+
+if __name__ == "__main__":
+    main()
