@@ -22,21 +22,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm.auto import tqdm
 
-from dapo.synthetic.corpus import TEXT_STREAM, CorpusSpec, sample_image, to_tensor
+from dapo.synthetic.corpus import TEXT_STREAM, CorpusSpec, sample_image
 from dapo.synthetic.generator import applicable_defects
-from dapo.synthetic.pretrain import COMPACT_MODEL, COMPACT_WEIGHTS, encode_views, register_compact_config
-from dapo.synthetic.zeroshot import heldout_set
-
-
-@torch.no_grad()
-def locked_features(model, images: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """Class-token features before the projection, ``(N, width)``."""
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        pixels = torch.stack([to_tensor(im) for im in images[start:start + batch_size]])
-        chunks.append(encode_views(model.visual, pixels, torch.zeros(len(pixels), 2, dtype=torch.long),
-                                   project=False).float())
-    return torch.cat(chunks).numpy()
+from dapo.synthetic.pretrain import COMPACT_MODEL, COMPACT_WEIGHTS, register_compact_config
+from dapo.synthetic.zeroshot import heldout_set, locked_features
 
 
 def main() -> None:
