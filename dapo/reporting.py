@@ -24,12 +24,15 @@ PROFILE_LABELS = {
 
 
 def git_commit(repo: str | Path | None = None) -> str:
-    """Short commit of the working tree, with ``-dirty`` when it has changes; ``unknown`` outside git."""
+    """Short commit of the working tree, with ``-dirty`` when tracked files other than the
+    generated ``results/`` and ``figures/`` have changes (a reproduction run rewrites those
+    itself); ``unknown`` outside git."""
     cwd = Path(repo) if repo else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True,
                                 text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                                ":(top,exclude)results", ":(top,exclude)figures"], cwd=cwd,
                                capture_output=True, text=True, check=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -1,5 +1,7 @@
 """Provenance stamping of tables and figures."""
 
+import subprocess
+
 import numpy as np
 import pandas as pd
 import matplotlib
@@ -7,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dapo.reporting import Provenance, save_figure, save_table, write_provenance  # noqa: E402
+from dapo.reporting import Provenance, git_commit, save_figure, save_table, write_provenance  # noqa: E402
 
 
 def _prov(**kw):
@@ -58,3 +60,25 @@ def test_markdown_flattens_multi_level_rows_and_columns(tmp_path):
     md = (tmp_path / "m.md").read_text()
     assert "| test   | method   |   DAPO / auroc |" in md
     assert "('visa'" not in md
+
+
+def test_git_commit_is_dirty_for_changed_code_but_not_for_regenerated_results(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    for name in ("code.py", "results/table.md", "figures/plot.png"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("v1")
+    git("add", "-A")
+    git("commit", "-qm", "first")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tmp_path, capture_output=True,
+                          text=True).stdout.strip()
+    assert git_commit(tmp_path) == head
+    (tmp_path / "results" / "table.md").write_text("v2")
+    (tmp_path / "figures" / "plot.png").write_text("v2")
+    assert git_commit(tmp_path / "results") == head
+    (tmp_path / "code.py").write_text("v2")
+    assert git_commit(tmp_path / "results") == head + "-dirty"
+    assert git_commit(tmp_path / "no-such-dir") == "unknown"
