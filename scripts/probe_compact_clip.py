@@ -4,7 +4,7 @@
     python scripts/probe_compact_clip.py --fit-images 2000 --per-class 6
 
 Fits a logistic-regression probe (scikit-learn, L2, ``--C``) on the locked image features
-(class token after ``ln_post``, before the projection: what the text stage of
+(class token after ``ln_post``, before the projection, in fp32: what the text stage of
 :mod:`dapo.synthetic.pretrain` sees) of the first ``--fit-images`` images of the text stage's
 stream (images with two defect types left out), and scores it on the held-out images of
 ``scripts/evaluate_compact_clip.py`` (stream seed 1, 18 per product and state), choosing
@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 
 from dapo.synthetic.corpus import TEXT_STREAM, CorpusSpec, sample_image
 from dapo.synthetic.generator import applicable_defects
-from dapo.synthetic.pretrain import COMPACT_MODEL, COMPACT_WEIGHTS, register_compact_config
-from dapo.synthetic.zeroshot import heldout_set, locked_features
+from dapo.synthetic.pretrain import COMPACT_MODEL, COMPACT_WEIGHTS, locked_features, register_compact_config
+from dapo.synthetic.zeroshot import heldout_set
 
 
 def main() -> None:
@@ -42,18 +42,20 @@ def main() -> None:
     register_compact_config()
     model = open_clip.create_model(COMPACT_MODEL, pretrained=args.weights).eval()
     spec = CorpusSpec()
-    fit = [sample_image(spec, args.pretrain_seed, TEXT_STREAM, i)[0]
-           for i in tqdm(range(max(args.fit_images)), desc="fitting images")]
-    single = [image for image in fit if len(image.defects) <= 1]
-    fit_x = locked_features(model, [image.image for image in single])
-    fit_y = np.array([image.defects[0] if image.defects else "normal" for image in single])
-    drawn = np.cumsum([len(image.defects) <= 1 for image in fit])  # single-defect images among the first n
+    stream, fit_images, fit_y = [], [], []  # images with at most one defect type, and their stream index
+    for i in tqdm(range(max(args.fit_images)), desc="fitting images"):
+        image = sample_image(spec, args.pretrain_seed, TEXT_STREAM, i)[0]
+        if len(image.defects) <= 1:
+            stream.append(i)
+            fit_images.append(image.image)
+            fit_y.append(image.defects[0] if image.defects else "normal")
+    fit_x, fit_y, stream = locked_features(model, fit_images).numpy(), np.array(fit_y), np.array(stream)
     items = heldout_set(seed=args.seed, per_class=args.per_class)
-    test_x = locked_features(model, [item.image.image for item in items])
+    test_x = locked_features(model, [item.image.image for item in items]).numpy()
     print(f"held-out images: {len(items)} (seed {args.seed}); SYNTHETIC")
     print("| fitting images | probe defect-type top-1 |\n| --- | --- |")
     for n in args.fit_images:
-        used = int(drawn[n - 1])
+        used = int((stream < n).sum())
         probe = LogisticRegression(max_iter=3000, C=args.C).fit(fit_x[:used], fit_y[:used])
         columns = {name: k for k, name in enumerate(probe.classes_)}
         scores = probe.predict_proba(test_x)

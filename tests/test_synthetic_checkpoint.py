@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dapo.synthetic.pretrain import (COMPACT_CONFIG, COMPACT_MODEL, COMPACT_WEIGHTS, PretrainConfig,
+from dapo.synthetic.pretrain import (COMPACT_CONFIG, COMPACT_MODEL, COMPACT_WEIGHTS, PretrainConfig, locked_features,
                                     register_compact_config)
-from dapo.synthetic.zeroshot import defect_type_accuracy, encode_images, heldout_set, locked_features, product_accuracy
+from dapo.synthetic.zeroshot import defect_type_accuracy, encode_images, heldout_set, product_accuracy
 
 pytestmark = [pytest.mark.skipif(not COMPACT_WEIGHTS.is_file(), reason="compact CLIP weights not built yet")]
 
@@ -58,7 +58,7 @@ def test_knows_products_and_defects_on_held_out_images(compact):
 
 def test_locked_features_are_the_image_embedding_before_its_projection(compact):
     images = [item.image.image for item in heldout_set(seed=12, per_class=1)[:5]]
-    features = torch.from_numpy(locked_features(compact, images, batch_size=2))
+    features = locked_features(compact, images, batch_size=2)
     assert features.shape == (5, compact.visual.conv1.out_channels)
     expected = encode_images(compact, images, normalize=False)
     torch.testing.assert_close(features @ compact.visual.proj, expected, rtol=1e-4, atol=1e-5)

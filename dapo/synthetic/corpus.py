@@ -38,6 +38,11 @@ DEFECT_ORDER = tuple(sorted(DEFECTS))
 IGNORE = -100
 
 
+def state_index(state: str) -> int:
+    """Class index of a state (state head and patch labels): 0 = ``"normal"``, ``1 + k`` = ``DEFECT_ORDER[k]``."""
+    return 0 if state == "normal" else 1 + DEFECT_ORDER.index(state)
+
+
 @dataclass(frozen=True)
 class CorpusSpec:
     """What the corpus contains.
@@ -106,7 +111,7 @@ def patch_labels(image: SyntheticImage, patch_size: int, threshold: float) -> np
     grid = size // patch_size
     types = np.zeros((size, size), np.int64)
     for name in image.defects:  # drawing order: a later defect covers an earlier one
-        types[image.masks[name]] = 1 + DEFECT_ORDER.index(name)
+        types[image.masks[name]] = state_index(name)
     onehot = np.eye(1 + len(DEFECT_ORDER), dtype=np.float32)[types]
     shares = onehot.reshape(grid, patch_size, grid, patch_size, -1).mean(axis=(1, 3))
     defect_share = 1.0 - shares[..., 0]
@@ -163,7 +168,7 @@ def local_views(spec: CorpusSpec, seed: int, index: int, product: str | None = N
             shown = tuple(d for d in image.defects
                           if np.count_nonzero(image.masks[d][window]) >= spec.min_visible_pixels)
             crop_labels = labels[row:row + crop, col:col + crop].copy()
-            hidden = [1 + DEFECT_ORDER.index(d) for d in image.defects if d not in shown]
+            hidden = [state_index(d) for d in image.defects if d not in shown]
             crop_labels[np.isin(crop_labels, hidden)] = IGNORE  # a sliver the caption does not name
             policy = spec.captions if size >= spec.named_product_min_size else spec.small_view_captions
             caption, key = sample_caption(rng, image.product, shown, policy)

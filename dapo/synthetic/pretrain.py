@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from dapo.synthetic.captions import CaptionPolicy, exact_caption, product_words, sample_caption
 from dapo.synthetic.corpus import (DEFECT_ORDER, IGNORE, TEXT_STREAM, CorpusSpec, View, collate_views, full_view,
-                                   local_views, positive_matrix, sample_image, to_tensor)
+                                   local_views, positive_matrix, sample_image, state_index, to_tensor)
 from dapo.synthetic.generator import applicable_defects, make_rng
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
@@ -211,8 +211,7 @@ def global_targets(views: list[View], products: tuple[str, ...], named_min_size:
     ``named_min_size`` pixels) and state index (0 = normal, ``1 + k`` = ``DEFECT_ORDER[k]``,
     ``IGNORE`` for views with two defect types)."""
     product = [products.index(v.product) if v.image.shape[-1] >= named_min_size else IGNORE for v in views]
-    state = [IGNORE if len(v.defects) > 1 else (1 + DEFECT_ORDER.index(v.defects[0]) if v.defects else 0)
-             for v in views]
+    state = [IGNORE if len(v.defects) > 1 else state_index(v.defects[0] if v.defects else "normal") for v in views]
     return torch.tensor(product), torch.tensor(state)
 
 
@@ -422,16 +421,29 @@ class LockedImages:
 
 
 @torch.no_grad()
+def locked_features(model, images: list[np.ndarray], batch_size: int = 64, device: str | torch.device = "cpu",
+                    precision: str = "fp32") -> torch.Tensor:
+    """Class-token features after ``ln_post``, before the projection ``visual.proj``,
+    ``(N, width)`` float32: what the text stage sees of an image (``features @ visual.proj`` is
+    the image embedding). ``precision`` as in :class:`PretrainConfig`."""
+    device, chunks = torch.device(device), []
+    for start in range(0, len(images), batch_size):
+        pixels = torch.stack([to_tensor(image) for image in images[start:start + batch_size]]).to(device)
+        offsets = torch.zeros(len(pixels), 2, dtype=torch.long, device=device)
+        with _autocast(device, precision):
+            chunks.append(encode_views(model.visual, pixels, offsets, project=False).float())
+    return torch.cat(chunks)
+
+
+@torch.no_grad()
 def locked_images(model, config: PretrainConfig, device, batch_size: int = 64) -> LockedImages:
     """Generate the ``text_images`` images of the text stage and encode them once."""
     spec, features, products, defects = config.corpus, [], [], []
     for start in tqdm(range(0, config.text_images, batch_size), desc="locked image features", leave=False):
         images = [sample_image(spec, config.seed, TEXT_STREAM, i)[0]
                   for i in range(start, min(start + batch_size, config.text_images))]
-        pixels = torch.stack([to_tensor(image.image) for image in images]).to(device)
-        with _autocast(device, config.precision):
-            features.append(encode_views(model.visual, pixels, torch.zeros(len(images), 2, dtype=torch.long,
-                                                                           device=device), project=False).float())
+        features.append(locked_features(model, [image.image for image in images], batch_size, device,
+                                        config.precision))
         products += [image.product for image in images]
         defects += [image.defects for image in images]
     return LockedImages(torch.cat(features), products, defects)

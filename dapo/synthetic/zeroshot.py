@@ -26,9 +26,8 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from dapo.synthetic.captions import class_prompts, product_prompts
-from dapo.synthetic.corpus import DEFECT_ORDER, HELDOUT_STREAM, to_tensor
+from dapo.synthetic.corpus import HELDOUT_STREAM, state_index, to_tensor
 from dapo.synthetic.generator import STYLES, SyntheticImage, applicable_defects, generate_image, make_rng
-from dapo.synthetic.pretrain import encode_views
 from dapo.synthetic.products import PRODUCTS
 
 CLIP_AC_NORMAL = ("a photo of a normal {}.", "a photo of a flawless {}.")
@@ -74,18 +73,6 @@ def encode_images(model, images: list[np.ndarray], batch_size: int = 64, normali
               for i in range(0, len(images), batch_size)]
     features = torch.cat(chunks)
     return F.normalize(features, dim=-1) if normalize else features
-
-
-@torch.no_grad()
-def locked_features(model, images: list[np.ndarray], batch_size: int = 64) -> np.ndarray:
-    """Class-token features after ``ln_post``, before the projection ``visual.proj``, ``(N, width)``:
-    what the text stage of pretraining sees of an image (``features @ visual.proj`` is the image embedding)."""
-    chunks = []
-    for start in range(0, len(images), batch_size):
-        pixels = torch.stack([to_tensor(im) for im in images[start:start + batch_size]])
-        chunks.append(encode_views(model.visual, pixels, torch.zeros(len(pixels), 2, dtype=torch.long),
-                                   project=False).float())
-    return torch.cat(chunks).numpy()
 
 
 def _tokenizer(model_name: str):
@@ -207,6 +194,6 @@ def head_accuracy(model, heads, items: list[HeldOutItem]) -> dict:
     states = []
     for logits, item in zip(state_logits, items):
         labels = ("normal", *applicable_defects(item.image.product))
-        columns = [0 if s == "normal" else 1 + DEFECT_ORDER.index(s) for s in labels]
+        columns = [state_index(s) for s in labels]
         states.append(labels[int(logits[columns].argmax())] == item.label)
     return {"product_top1": float(np.mean(products)), "defect_type_top1": float(np.mean(states))}
