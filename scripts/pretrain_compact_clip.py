@@ -3,10 +3,11 @@
     python scripts/pretrain_compact_clip.py                  # the recipe's defaults, seed 0
     python scripts/pretrain_compact_clip.py --image-steps 50 --text-steps 20 --output /tmp/try.safetensors --run-dir /tmp/try
 
-Two stages (LiT): a supervised image tower, then the text tower trained contrastively
-against the locked image tower (:mod:`dapo.synthetic.pretrain`). A run is a pure function of
-:class:`dapo.synthetic.pretrain.PretrainConfig` (on CPU with the same thread count; CUDA is
-used when present and gives a numerically different model). ``--run-dir`` receives
+Two stages (after LiT): a supervised image tower, then the text tower trained contrastively
+against the image tower, locked but for its last block (:mod:`dapo.synthetic.pretrain`;
+``--no-text-tunes-last-block`` locks it all, as LiT does). A run is a pure function of
+:class:`dapo.synthetic.pretrain.PretrainConfig` (on one CPU type with the same thread count;
+CUDA is used when present and gives a numerically different model). ``--run-dir`` receives
 ``log.csv`` (losses per step), ``eval.csv`` (held-out accuracy at every checkpoint: of the
 supervised heads during the image stage, zero-shot during the text stage) and ``state.pt``;
 an interrupted run resumes from it.
@@ -44,8 +45,11 @@ def main() -> None:
     for f in fields(PretrainConfig):
         if f.name in ("corpus", "betas"):
             continue
-        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)),
-                            default=getattr(defaults, f.name))
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
+        else:
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
     parser.add_argument("--output", default=str(COMPACT_WEIGHTS))
     parser.add_argument("--run-dir", default="runs/pretrain_compact")
     parser.add_argument("--fresh", action="store_true", help="ignore a resumable state in --run-dir")

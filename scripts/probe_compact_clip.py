@@ -3,13 +3,14 @@
     python scripts/probe_compact_clip.py                        # 4000 and 16000 fitting images
     python scripts/probe_compact_clip.py --fit-images 2000 --per-class 6
 
-Fits a logistic-regression probe (scikit-learn, L2, ``--C``) on the locked image features
-(class token after ``ln_post``, before the projection, in fp32: what the text stage of
-:mod:`dapo.synthetic.pretrain` sees) of the first ``--fit-images`` images of the text stage's
-stream (images with two defect types left out), and scores it on the held-out images of
-``scripts/evaluate_compact_clip.py`` (stream seed 1, 18 per product and state), choosing
-among normal and the image's product's defect types as zero-shot does. Zero-shot top-1 close
-to the probe's means the text tower reads out what the image tower offers. SYNTHETIC numbers.
+Fits a logistic-regression probe (scikit-learn, L2, ``--C``) on the image features (class
+token after ``ln_post``, before the projection ``visual.proj``, in fp32: what the projection
+trained in the text stage of :mod:`dapo.synthetic.pretrain` reads) of the first
+``--fit-images`` images of the text stage's stream (images with two defect types left out),
+and scores it on the held-out images of ``scripts/evaluate_compact_clip.py`` (stream seed 1,
+18 per product and state), choosing among normal and the image's product's defect types as
+zero-shot does. Zero-shot top-1 close to the probe's means the text tower reads out what the
+image tower offers. SYNTHETIC numbers.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dapo.synthetic.pretrain import (COMPACT_CONFIG, COMPACT_MODEL, COMPACT_WEIGHTS, PretrainConfig, locked_features,
-                                    register_compact_config)
+from dapo.synthetic.pretrain import (COMPACT_CONFIG, COMPACT_MODEL, COMPACT_WEIGHTS, PretrainConfig,
+                                     last_block_class_token, locked_features, register_compact_config)
 from dapo.synthetic.zeroshot import defect_type_accuracy, encode_images, heldout_set, product_accuracy
 
 pytestmark = [pytest.mark.skipif(not COMPACT_WEIGHTS.is_file(), reason="compact CLIP weights not built yet")]
@@ -62,3 +62,7 @@ def test_locked_features_are_the_image_embedding_before_its_projection(compact):
     assert features.shape == (5, compact.visual.conv1.out_channels)
     expected = encode_images(compact, images, normalize=False)
     torch.testing.assert_close(features @ compact.visual.proj, expected, rtol=1e-4, atol=1e-5)
+    tokens = locked_features(compact, images, batch_size=2, before_last_block=True)
+    assert tokens.shape == (5, 1 + compact.visual.grid_size[0] ** 2, compact.visual.conv1.out_channels)
+    with torch.no_grad():
+        torch.testing.assert_close(last_block_class_token(compact.visual, tokens), features, rtol=1e-4, atol=1e-5)

@@ -270,14 +270,19 @@ def test_pretraining_writes_a_loadable_checkpoint_and_resumes_exactly(tmp_path):
     state = load_file(str(path))
     assert all(v.dtype == torch.float16 for v in state.values() if v.is_floating_point())
     assert set(state) == set(model.state_dict())
-    # the text stage locks the image tower but for its final projection
+    # the text stage locks the image tower but for its last block, ln_post and final projection
     after_images = seen[2]
-    trained_in_text_stage = {name for name, _ in text_stage_parameters(model)}
-    assert "visual.proj" in trained_in_text_stage and "visual.conv1.weight" not in trained_in_text_stage
+    assert {n for n, _ in text_stage_parameters(model)} == {n for n, _ in model.named_parameters()
+                                                            if not n.startswith("visual.") or n == "visual.proj"}
+    trained_in_text_stage = {name for name, _ in text_stage_parameters(model, last_block=True)}
+    last = f"visual.transformer.resblocks.{len(model.visual.transformer.resblocks) - 1}."
+    tuned = {k for k in state if k.startswith(("visual.proj", "visual.ln_post.", last))}
+    assert tuned < trained_in_text_stage and "visual.conv1.weight" not in trained_in_text_stage
     for key, value in state.items():
-        if key.startswith("visual.") and key != "visual.proj":
+        if key.startswith("visual.") and key not in tuned:
             assert torch.equal(value, after_images[key]), key
-    assert not torch.equal(state["visual.proj"], after_images["visual.proj"])
+    for key in ("visual.proj", "visual.ln_post.weight", last + "attn.in_proj_weight", last + "mlp.c_fc.weight"):
+        assert not torch.equal(state[key], after_images[key]), key
     assert not torch.equal(state["text_projection"], after_images["text_projection"])
 
     def interrupt(model, heads, stage, step):

@@ -25,8 +25,12 @@ profile"):
    positive per row it is exactly CLIP's loss), + ``state_weight`` x a hard-negative state
    loss in the spirit of NegCLIP: each image against one caption per state of its product,
    captions that differ only in the defect they name (:func:`state_loss`). Trained: the
-   text tower, the logit scale and the image tower's final projection ``visual.proj`` (this
-   project's choice; LiT locks the projection too).
+   text tower, the logit scale and the image tower's final projection ``visual.proj`` (LiT
+   locks the projection too), and with ``text_tunes_last_block`` (the default) also the last
+   vision block and ``ln_post``: then the tokens entering that block are what is computed
+   once, and the block runs for the class token alone (:func:`last_block_class_token`).
+   These are this project's choices: a linear read-out of the fully locked tower stops
+   under the 70 % defect-type bar (README, "The synthetic profile").
 
 The heads are discarded (the checkpoint is a plain OpenCLIP ``CLIP``), and patch tokens are
 never aligned with text, so CLIP-AC-style zero-shot segmentation stays weak, as with real
@@ -67,9 +71,10 @@ class PretrainConfig:
 
     Stage 1 (image tower): ``image_steps`` steps at peak ``lr`` after ``warmup_steps``, cosine
     decay to ``min_lr_ratio * lr``. Stage 2 (text tower): ``text_steps`` steps at peak
-    ``text_lr``, same shape of schedule. ``precision``: ``"bf16"`` autocast (fast on CPUs
-    with AVX-512-BF16/AMX and on GPUs) or ``"fp32"``. ``threads``: CPU threads (2 = the
-    project's reference machine).
+    ``text_lr``, same shape of schedule; ``text_tunes_last_block``: the text stage also trains
+    the last vision block and ``ln_post`` (False: LiT's locked tower). ``precision``:
+    ``"bf16"`` autocast (fast on CPUs with AVX-512-BF16/AMX and on GPUs) or ``"fp32"``.
+    ``threads``: CPU threads (2 = the project's reference machine).
     """
 
     seed: int = 0
@@ -84,11 +89,12 @@ class PretrainConfig:
     grad_clip: float = 1.0
     aux_layer: int = 4
     dense_weight: float = 1.0
-    text_steps: int = 300
+    text_steps: int = 500
     text_images: int = 16000
     text_batch: int = 256
     text_lr: float = 1e-3
     state_weight: float = 1.0
+    text_tunes_last_block: bool = True
     init: str = "mimetic"
     precision: str = "bf16"
     threads: int = 2
@@ -161,11 +167,11 @@ def create_compact_model(seed: int, device: str | torch.device = "cpu", init: st
     return model.to(device)
 
 
-def encode_views(visual: torch.nn.Module, images: torch.Tensor, offsets: torch.Tensor,
-                 project: bool = True) -> torch.Tensor:
-    """Image embeddings of views (full images or patch-aligned crops), OpenCLIP's ViT forward
-    with the positional embeddings of the patches each view shows (offsets in patches);
-    ``project=False`` stops before the final projection ``visual.proj``."""
+def view_tokens(visual: torch.nn.Module, images: torch.Tensor, offsets: torch.Tensor,
+                depth: int | None = None) -> torch.Tensor:
+    """Tokens ``(B, 1 + patches, width)`` of views (full images or patch-aligned crops) after
+    the first ``depth`` vision blocks (all by default; ``ln_post`` not applied): OpenCLIP's ViT
+    forward with the positional embeddings of the patches each view shows (offsets in patches)."""
     x = visual.conv1(images)
     batch, width, rows, cols = x.shape
     x = x.flatten(2).transpose(1, 2)
@@ -175,8 +181,28 @@ def encode_views(visual: torch.nn.Module, images: torch.Tensor, offsets: torch.T
     positions = visual.positional_embedding[1 + (row_index * grid + col_index).flatten(1)]
     cls = (visual.class_embedding + visual.positional_embedding[0]).expand(batch, 1, width)
     x = visual.ln_pre(torch.cat([cls.to(x.dtype), x + positions.to(x.dtype)], dim=1))
-    x = visual.ln_post(visual.transformer(x))
-    return x[:, 0] @ visual.proj if project else x[:, 0]
+    for block in visual.transformer.resblocks[:depth]:
+        x = block(x)
+    return x
+
+
+def encode_views(visual: torch.nn.Module, images: torch.Tensor, offsets: torch.Tensor,
+                 project: bool = True) -> torch.Tensor:
+    """Image embeddings of views (:func:`view_tokens`, class token after ``ln_post``);
+    ``project=False`` stops before the final projection ``visual.proj``."""
+    x = visual.ln_post(view_tokens(visual, images, offsets))[:, 0]
+    return x @ visual.proj if project else x
+
+
+def last_block_class_token(visual: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Class-token features (after ``ln_post``, before ``visual.proj``) from the tokens that
+    enter the last vision block: that block evaluated for the class-token query alone (its
+    other outputs feed nothing), which equals the full forward's class token."""
+    block = visual.transformer.resblocks[-1]
+    hidden = block.ln_1(tokens)
+    x = tokens[:, :1] + block.ls_1(block.attn(hidden[:, :1], hidden, hidden, need_weights=False)[0])
+    x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    return visual.ln_post(x[:, 0])
 
 
 def multi_positive_clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,
@@ -413,7 +439,8 @@ def _image_step(model, heads, tap, ordered: list[list[View]], config: PretrainCo
 @dataclass
 class LockedImages:
     """The text stage's images: what they show and their locked features (class token after
-    ``ln_post``, before the trainable projection)."""
+    ``ln_post``, before the trainable projection; with ``text_tunes_last_block`` all tokens
+    entering the last vision block)."""
 
     features: torch.Tensor
     products: list[str]
@@ -422,16 +449,21 @@ class LockedImages:
 
 @torch.no_grad()
 def locked_features(model, images: list[np.ndarray], batch_size: int = 64, device: str | torch.device = "cpu",
-                    precision: str = "fp32") -> torch.Tensor:
+                    precision: str = "fp32", before_last_block: bool = False) -> torch.Tensor:
     """Class-token features after ``ln_post``, before the projection ``visual.proj``,
-    ``(N, width)`` float32: what the text stage sees of an image (``features @ visual.proj`` is
-    the image embedding). ``precision`` as in :class:`PretrainConfig`."""
+    ``(N, width)`` float32 (``features @ visual.proj`` is the image embedding): what the text
+    stage's trained projection reads. ``before_last_block``: instead the tokens ``(N, 1 + patches, width)``
+    entering the last vision block (:func:`last_block_class_token` turns them into the former).
+    ``precision`` as in :class:`PretrainConfig`."""
     device, chunks = torch.device(device), []
     for start in range(0, len(images), batch_size):
         pixels = torch.stack([to_tensor(image) for image in images[start:start + batch_size]]).to(device)
         offsets = torch.zeros(len(pixels), 2, dtype=torch.long, device=device)
         with _autocast(device, precision):
-            chunks.append(encode_views(model.visual, pixels, offsets, project=False).float())
+            if before_last_block:
+                chunks.append(view_tokens(model.visual, pixels, offsets, depth=-1).float())
+            else:
+                chunks.append(encode_views(model.visual, pixels, offsets, project=False).float())
     return torch.cat(chunks)
 
 
@@ -443,7 +475,7 @@ def locked_images(model, config: PretrainConfig, device, batch_size: int = 64) -
         images = [sample_image(spec, config.seed, TEXT_STREAM, i)[0]
                   for i in range(start, min(start + batch_size, config.text_images))]
         features.append(locked_features(model, [image.image for image in images], batch_size, device,
-                                        config.precision))
+                                        config.precision, config.text_tunes_last_block))
         products += [image.product for image in images]
         defects += [image.defects for image in images]
     return LockedImages(torch.cat(features), products, defects)
@@ -459,7 +491,11 @@ def _text_step(model, images: LockedImages, step: int, tokenizer, config: Pretra
     texts, scored, candidates, targets = state_texts(rng, products, defects, config.corpus.captions)
     with _autocast(device, config.precision):
         text = model.encode_text(tokenizer(list(captions) + texts).to(device), normalize=True).float()
-    image = F.normalize(images.features[torch.as_tensor(index, device=device)] @ model.visual.proj.float(), dim=-1)
+    features = images.features[torch.as_tensor(index, device=device)]
+    if config.text_tunes_last_block:
+        with _autocast(device, config.precision):
+            features = last_block_class_token(model.visual, features).float()
+    image = F.normalize(features @ model.visual.proj.float(), dim=-1)
     scale = model.logit_scale.exp()
     positives = positive_matrix(keys, products, defects).to(device)
     contrastive = multi_positive_clip_loss(image, text[:len(captions)], scale, positives)
@@ -467,9 +503,12 @@ def _text_step(model, images: LockedImages, step: int, tokenizer, config: Pretra
     return {"loss": contrastive + config.state_weight * state, "contrastive": contrastive, "state": state}
 
 
-def text_stage_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
-    """What the text stage trains: the text tower, the logit scale and ``visual.proj``."""
-    return [(n, p) for n, p in model.named_parameters() if not n.startswith("visual.") or n == "visual.proj"]
+def text_stage_parameters(model: torch.nn.Module, last_block: bool = False) -> list[tuple[str, torch.nn.Parameter]]:
+    """What the text stage trains: the text tower, the logit scale and ``visual.proj``; with
+    ``last_block`` also the last vision block and ``ln_post``."""
+    last = f"visual.transformer.resblocks.{len(model.visual.transformer.resblocks) - 1}."
+    tuned = ("visual.proj", "visual.ln_post.", last) if last_block else ("visual.proj",)
+    return [(n, p) for n, p in model.named_parameters() if not n.startswith("visual.") or n.startswith(tuned)]
 
 
 LOG_COLUMNS = ("step", "stage", "loss", "product", "state", "dense", "contrastive", "lr", "logit_scale", "seconds")
@@ -501,8 +540,9 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
     image_parameters += [(f"heads.{n}", p) for n, p in heads.named_parameters()]
     optimizers = {stage: torch.optim.AdamW(_param_groups(named, config.weight_decay), lr=peak, betas=config.betas,
                                            eps=1e-6)
-                  for stage, named, peak in (("image", image_parameters, config.lr),
-                                             ("text", text_stage_parameters(model), config.text_lr))}
+                  for stage, named, peak in (
+                      ("image", image_parameters, config.lr),
+                      ("text", text_stage_parameters(model, config.text_tunes_last_block), config.text_lr))}
     state_path, log_path = run_dir / "state.pt", run_dir / "log.csv"
     start = 0
     if resume and state_path.is_file():
