@@ -46,10 +46,8 @@ def main() -> None:
         if f.name in ("corpus", "betas"):
             continue
         default = getattr(defaults, f.name)
-        if isinstance(default, bool):
-            parser.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default)
-        else:
-            parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default)
+        kind = {"action": argparse.BooleanOptionalAction} if isinstance(default, bool) else {"type": type(default)}
+        parser.add_argument(f"--{f.name.replace('_', '-')}", default=default, **kind)
     parser.add_argument("--output", default=str(COMPACT_WEIGHTS))
     parser.add_argument("--run-dir", default="runs/pretrain_compact")
     parser.add_argument("--fresh", action="store_true", help="ignore a resumable state in --run-dir")

@@ -452,9 +452,9 @@ def locked_features(model, images: list[np.ndarray], batch_size: int = 64, devic
                     precision: str = "fp32", before_last_block: bool = False) -> torch.Tensor:
     """Class-token features after ``ln_post``, before the projection ``visual.proj``,
     ``(N, width)`` float32 (``features @ visual.proj`` is the image embedding): what the text
-    stage's trained projection reads. ``before_last_block``: instead the tokens ``(N, 1 + patches, width)``
-    entering the last vision block (:func:`last_block_class_token` turns them into the former).
-    ``precision`` as in :class:`PretrainConfig`."""
+    stage's trained projection reads. ``before_last_block``: instead the tokens
+    ``(N, 1 + patches, width)`` entering the last vision block (:func:`last_block_class_token`
+    turns them into the former). ``precision`` as in :class:`PretrainConfig`."""
     device, chunks = torch.device(device), []
     for start in range(0, len(images), batch_size):
         pixels = torch.stack([to_tensor(image) for image in images[start:start + batch_size]]).to(device)
