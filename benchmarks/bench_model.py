@@ -31,7 +31,8 @@ from tabulate import tabulate
 from dapo.backbone import load_backbone
 from dapo.baselines import METHODS, make_model
 from dapo.inference import Predictor
-from dapo.train import autocast_for, resolve_device, training_step
+from dapo.precision import autocast, resolve_device
+from dapo.train import training_step
 
 DEFECT_NAMES = ("bent", "broken", "color", "contamination", "crack", "cut", "fabric", "faulty imprint", "glue",
                 "hole", "liquid", "misplaced", "missing", "poke", "scratch", "squeeze", "thread", "rough")
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> list[dict]:
 
     @torch.no_grad()
     def clip_image_encoder():
-        with autocast_for(device):
+        with autocast(device, "auto" if device.type == "cuda" else "fp32"):
             backbone.clip.encode_image(images)
 
     predictor = Predictor(model, vocabulary, product="widget")

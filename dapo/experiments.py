@@ -18,7 +18,7 @@ from dapo.paths import figures_dir as default_figures_dir
 from dapo.paths import results_dir
 from dapo.profiles import ProfileConfig, resolve_profile
 from dapo.reporting import Provenance, save_figure, save_table, write_provenance
-from dapo.train import resolve_device
+from dapo.precision import resolve_device
 
 
 @dataclass

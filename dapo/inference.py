@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from dapo.losses import stage_probabilities
 from dapo.model import DAPO, DAPOOutput
-from dapo.train import autocast_for
+from dapo.precision import autocast
 
 
 @dataclass
@@ -106,7 +106,7 @@ class Predictor:
         if not self.vocabulary:
             raise ValueError("Predictor needs at least one defect name")
         self.product = product
-        with torch.no_grad(), autocast_for(model.device):
+        with torch.no_grad(), autocast(model.device, "auto" if model.device.type == "cuda" else "fp32"):
             self.text_embeddings = model.encode_text(self.vocabulary, product).float()
 
     @property
@@ -117,7 +117,7 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Prediction:
         images = images.to(self.model.device)
-        with autocast_for(self.model.device):
+        with autocast(self.model.device, "auto" if self.model.device.type == "cuda" else "fp32"):
             output = self.model(images, text_embeddings=self.text_embeddings)
         return predict(self.model, output, tuple(images.shape[-2:]), len(self.vocabulary))
 

@@ -14,7 +14,6 @@ copy of the config) and ``resume_state.pt`` (optimiser state of the last epoch, 
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,14 +28,14 @@ from dapo.checkpoint import (epoch_path, latest_checkpoint, list_checkpoints, lo
                              read_checkpoint, save_checkpoint)
 from dapo.losses import loss_terms
 from dapo.model import DAPO
+from dapo.precision import autocast, resolve_device
 
 LOSS_CSV = "loss_history.csv"
 RESUME_FILE = "resume_state.pt"
 CONFIG_JSON = "config.json"
 LOSS_COLUMNS = ("epoch", "step", "global_step", "loss_total", "loss_global", "loss_local")
 
-__all__ = ["TrainResult", "train", "training_step", "load_history", "load_trained", "latest_checkpoint",
-           "autocast_for", "resolve_device"]
+__all__ = ["TrainResult", "train", "training_step", "load_history", "load_trained", "latest_checkpoint"]
 
 
 @dataclass
@@ -53,20 +52,6 @@ class TrainResult:
         return self.checkpoints[-1] if self.checkpoints else None
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` picks CUDA when present, else the CPU."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA, nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def training_vocabulary(dataset: Dataset, vocabulary: Sequence[str] | None = None) -> tuple[str, ...]:
     """The vocabulary ``type_mask`` ids index: ``dataset.dataset_vocabulary`` unless given."""
     scope = getattr(dataset, "vocab_scope", "dataset")
@@ -81,7 +66,7 @@ def training_vocabulary(dataset: Dataset, vocabulary: Sequence[str] | None = Non
 
 
 def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict,
-                  vocabulary: Sequence[str]) -> dict[str, float]:
+                  vocabulary: Sequence[str], precision: str = "fp32") -> dict[str, float]:
     """One optimiser step on a collated batch; returns the loss terms as floats."""
     device = model.device
     images = batch["image"].to(device, non_blocking=True)
@@ -90,7 +75,7 @@ def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict,
     if model.binary:
         type_masks = (type_masks > 0).long()
     products = batch.get("product") if model.uses_product_names else None
-    with autocast_for(device):
+    with autocast(device, precision):
         output = model(images, vocabulary, products=products)
     terms = loss_terms(output, labels, type_masks, lam=model.config.lam, gamma=model.config.focal_gamma)
     optimizer.zero_grad(set_to_none=True)
@@ -169,7 +154,7 @@ def train(model: DAPO, dataset: Dataset, out_dir: str | Path, *, epochs: int = 5
                             pin_memory=device.type == "cuda")
         bar = tqdm(loader, desc=f"{model.config.name} epoch {epoch}/{epochs}", disable=not progress)
         for step, batch in enumerate(bar):
-            terms = training_step(model, optimizer, batch, vocabulary)
+            terms = training_step(model, optimizer, batch, vocabulary, "auto" if device.type == "cuda" else "fp32")
             rows.append({"epoch": epoch, "step": step, "global_step": global_step, "loss_total": terms["total"],
                          "loss_global": terms["global"], "loss_local": terms["local"]})
             global_step += 1
