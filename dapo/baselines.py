@@ -1,6 +1,8 @@
 """DAPO, its ablations and the baselines as named configurations of the same model.
 
-Every method is a :class:`~dapo.config.DAPOConfig`; :func:`make_model` builds it on a backbone.
+Every method is a :class:`Preset`: a :class:`~dapo.config.DAPOConfig` (the model) and a
+:class:`~dapo.config.TrainConfig` (how it is trained); :func:`make_model` builds the model on a
+backbone, :func:`preset` gives both with overrides applied.
 Differences from the original baselines are stated in each docstring (the paper quotes the
 baselines' numbers from their papers; these re-implementations serve the synthetic profile
 and the notebooks' comparisons).
@@ -9,9 +11,10 @@ and the notebooks' comparisons).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dapo.backbone import Backbone
-from dapo.config import DAPOConfig
+from dapo.config import DAPOConfig, TrainConfig, split_overrides
 from dapo.model import DAPO
 
 
@@ -96,11 +99,40 @@ METHODS: dict[str, Callable[[], DAPOConfig]] = {
 }
 
 
-def config_for(method: str, **overrides) -> DAPOConfig:
-    """The named configuration, with field overrides (e.g. ``seed=1``, ``text_depth=6``)."""
+#: Training recipes that differ from :class:`TrainConfig`'s defaults (DAPO's).
+TRAINING: dict[str, Callable[[], TrainConfig]] = {}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named method: its model configuration and its training recipe."""
+
+    model: DAPOConfig
+    training: TrainConfig
+
+
+def _check_method(method: str) -> None:
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
+
+
+def config_for(method: str, **overrides) -> DAPOConfig:
+    """The named model configuration, with DAPOConfig field overrides (e.g. ``seed=1``, ``text_depth=6``)."""
+    _check_method(method)
     return METHODS[method]().with_overrides(**overrides)
+
+
+def training_for(method: str, **overrides) -> TrainConfig:
+    """The named method's training recipe, with TrainConfig field overrides (e.g. ``epochs=2``)."""
+    _check_method(method)
+    return TRAINING.get(method, TrainConfig)().with_overrides(**overrides)
+
+
+def preset(method: str, *, seed: int = 0, **overrides) -> Preset:
+    """Model and training configuration of ``method``; ``overrides`` may name fields of either
+    (a name in both, such as ``seed``, is not allowed: ``seed`` seeds both)."""
+    model, training = split_overrides(overrides)
+    return Preset(config_for(method, seed=seed, **model), training_for(method, seed=seed, **training))
 
 
 def make_model(method: str, backbone: Backbone, **overrides) -> DAPO:

@@ -3,7 +3,9 @@
 A checkpoint file holds only what training changes (context tokens, deep tokens, trainable
 adapters: a few MB even for ViT-L-14-336) plus, in the safetensors metadata, the
 :class:`~dapo.config.DAPOConfig`, the backbone's identity, the epoch and the training
-vocabulary as JSON. The frozen backbone is rebuilt from its own weights.
+vocabulary as JSON, and the :class:`~dapo.config.TrainConfig` it was trained with. The frozen
+backbone is rebuilt from its own weights. Files are written atomically (:mod:`dapo.atomic`);
+a file that cannot be read raises :class:`CheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -14,15 +16,20 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from dapo.atomic import atomic_path
 from dapo.backbone import Backbone
-from dapo.config import DAPOConfig
+from dapo.config import DAPOConfig, TrainConfig
 from dapo.model import DAPO
 
 FORMAT = "dapo-checkpoint/1"
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.safetensors$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read, or does not fit what it is loaded into."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,9 @@ def epoch_path(directory: str | Path, epoch: int) -> Path:
 
 
 def save_checkpoint(model: DAPO, path: str | Path, *, epoch: int | None = None,
-                    vocabulary: tuple[str, ...] | None = None) -> Path:
-    """Write the learned parameters and the config of ``model`` to ``path``."""
+                    vocabulary: tuple[str, ...] | None = None, training: TrainConfig | None = None) -> Path:
+    """Write the learned parameters, the config and the training recipe of ``model`` to ``path`` (atomically)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: p.detach().float().cpu().contiguous() for name, p in model.learnable_parameters().items()}
     metadata = {
         "format": FORMAT,
@@ -49,8 +55,10 @@ def save_checkpoint(model: DAPO, path: str | Path, *, epoch: int | None = None,
         "backbone": json.dumps(model.backbone.describe()),
         "epoch": json.dumps(epoch),
         "vocabulary": json.dumps(list(vocabulary) if vocabulary is not None else None),
+        "training": json.dumps(training.to_dict() if training is not None else None),
     }
-    save_file(tensors, str(path), metadata=metadata)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return path
 
 
@@ -58,18 +66,28 @@ def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    with safe_open(str(path), framework="pt") as handle:
-        raw = handle.metadata() or {}
-        if raw.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a DAPO checkpoint (format {raw.get('format')!r}, expected {FORMAT!r})")
-        tensors = {key: handle.get_tensor(key) for key in handle.keys()} if with_tensors else {}
-    meta = {key: json.loads(raw[key]) for key in ("backbone", "epoch", "vocabulary")}
-    meta["config"] = DAPOConfig.from_dict(json.loads(raw["config"]))
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+            if raw.get("format") != FORMAT:
+                raise CheckpointError(f"{path} is not a DAPO checkpoint (format {raw.get('format')!r}, "
+                                      f"expected {FORMAT!r})")
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()} if with_tensors else {}
+        meta = {key: json.loads(raw[key]) for key in ("backbone", "epoch", "vocabulary")}
+        meta["config"] = DAPOConfig.from_dict(json.loads(raw["config"]))
+        training = json.loads(raw.get("training", "null"))
+        meta["training"] = TrainConfig.from_dict(training) if training is not None else None
+    except CheckpointError:
+        raise
+    except (SafetensorError, OSError, KeyError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        raise CheckpointError(f"cannot read checkpoint {path}: {type(error).__name__}: {error} "
+                              f"(truncated, or not written by dapo? delete it and train again)") from error
     return tensors, meta
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """Tensors and decoded metadata (``config`` as :class:`DAPOConfig`, ``backbone``, ``epoch``, ``vocabulary``)."""
+    """Tensors and decoded metadata (``config`` as :class:`DAPOConfig`, ``training`` as :class:`TrainConfig`
+    or ``None`` for older files, ``backbone``, ``epoch``, ``vocabulary``)."""
     return _read(path, with_tensors=True)
 
 
@@ -91,10 +109,10 @@ def load_learned(model: DAPO, tensors: dict, source: str | Path = "checkpoint") 
     params = model.learnable_parameters()
     missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
     if missing or unexpected:
-        raise ValueError(f"{source} does not match the model: missing {missing}, unexpected {unexpected}")
+        raise CheckpointError(f"{source} does not match the model: missing {missing}, unexpected {unexpected}")
     for name, param in params.items():
         if tuple(tensors[name].shape) != tuple(param.shape):
-            raise ValueError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, "
+            raise CheckpointError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, "
                              f"the model expects {tuple(param.shape)} (another backbone?)")
         param.data.copy_(tensors[name].to(param.device, param.dtype))
 
@@ -106,7 +124,8 @@ def load_trained(path: str | Path, backbone: Backbone) -> DAPO:
     structural = ("tap_layers", "embed_dim", "vision_width", "text_width", "vision_layers", "text_layers")
     differs = [key for key in structural if saved.get(key) != current.get(key)]
     if differs:
-        raise ValueError(f"{path} was trained on backbone {saved}; the given backbone differs in {differs}: {current}")
+        raise CheckpointError(f"{path} was trained on backbone {saved}; the given backbone differs in {differs}: "
+                              f"{current}")
     if (saved.get("model_name"), saved.get("pretrained")) != (current["model_name"], current["pretrained"]):
         warnings.warn(f"{path} was trained on {saved.get('model_name')}/{saved.get('pretrained')}, "
                       f"loading it on {current['model_name']}/{current['pretrained']}", stacklevel=2)

@@ -1,14 +1,26 @@
-"""The few calls the notebooks make: prepare data, train or load a method, evaluate it.
+"""The few calls the notebooks make: start a run, prepare data, train or load a method, evaluate it.
 
-Notebook 02 trains through :func:`train_or_load`; notebook 03 calls the same function, so it
-trains instead of failing when no checkpoint exists yet. Evaluation runs product by product
-with that product's own defect vocabulary (MultiADS/DAPO protocol).
+``start_notebook("03_multitype", globals())`` validates the notebook's papermill parameters
+(:mod:`dapo.parameters`), resolves and checks the profile, makes sure its datasets exist (the
+synthetic worlds are generated on first use, so every notebook runs alone from a fresh clone)
+and returns a :class:`Run` whose ``table``/``figure`` methods save stamped outputs.
+
+:func:`train_or_load` is the one way any notebook obtains a trained method: it loads the
+checkpoint of exactly the requested epoch when the run folder holds one *of the same
+configuration* (model config, training recipe, vocabulary, backbone weights), trains or resumes
+otherwise, and refuses a folder that holds another configuration. Checkpoint folders are named
+by method, setting and seed (``checkpoints/dapo/lam=8/seed1``), so sweeps never share one.
+Evaluation runs product by product (MultiADS/DAPO protocol).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -16,52 +28,100 @@ from tqdm.auto import tqdm
 
 from dapo.paths import figures_dir as default_figures_dir
 from dapo.paths import results_dir
+from dapo.precision import resolve_device, resolve_precision
 from dapo.profiles import ProfileConfig, resolve_profile
 from dapo.reporting import Provenance, save_figure, save_table, write_provenance
-from dapo.precision import resolve_device
+
+DEFAULT_SETTING = "default"
 
 
 @dataclass
 class Run:
-    """One notebook's run: its profile, provenance and output folders."""
+    """One notebook's run: its profile, parameters, provenance and output folders.
+
+    Nothing is written until the first table or figure is saved (then ``provenance.json`` too),
+    so a run that stops in its checks leaves ``results/`` as it was.
+    """
 
     cfg: ProfileConfig
     prov: Provenance
     seed: int
     device: torch.device
+    precision: str
     out_dir: Path
     fig_dir: Path
+    notebook: str = "api"
+    params: dict = field(default_factory=dict)
+    _recorded: bool = False
+
+    def _record(self) -> None:
+        if not self._recorded:
+            write_provenance(self.out_dir, self.prov, self.notebook, run=self.cfg.describe())
+            self._recorded = True
 
     def table(self, df, name: str, caption: str = "", **kwargs) -> Path:
         """Save a table as CSV + Markdown under the run's results folder."""
+        self._record()
         return save_table(df, name, self.out_dir, self.prov, caption, **kwargs)
 
     def figure(self, fig, name: str) -> Path:
         """Save a figure as PNG (with the provenance footer) under the run's figures folder."""
+        self._record()
         return save_figure(fig, name, self.fig_dir, self.prov)
 
+    @property
+    def epochs(self) -> int | None:
+        return self.cfg.epochs
+
     def __repr__(self) -> str:
-        return (f"Run({self.prov.label}\n    seed={self.seed}, device={self.device}, "
-                f"backbone={self.cfg.backbone}/{self.cfg.pretrained} @ {self.cfg.image_size}px, "
-                f"train={self.cfg.train_dataset}, targets={list(self.cfg.target_datasets)}\n"
-                f"    results -> {self.out_dir}\n    figures -> {self.fig_dir})")
+        return (f"Run({self.prov.label}\n    notebook={self.notebook}, seed={self.seed}, device={self.device}, "
+                f"precision={self.precision}, backbone={self.cfg.backbone}/{self.cfg.pretrained} @ "
+                f"{self.cfg.image_size}px, train={self.cfg.train_dataset}, targets={list(self.cfg.target_datasets)}"
+                f"\n    results -> {self.out_dir}\n    figures -> {self.fig_dir})")
 
 
 def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0, data_root=None,
               dataset_roots: dict | None = None, backbone: str | None = None, pretrained: str | None = None,
-              checkpoint: str | None = None, device: str = "auto", epochs: int | None = None, output_dir=None,
-              figures_dir=None) -> Run:
-    """Resolve and check the profile (a 'paper' run with missing data or weights stops here with
-    one message listing what to provide), seed everything and create the output folders."""
+              checkpoint: str | None = None, device: str = "auto", precision: str = "auto",
+              epochs: int | None = None, output_dir=None, figures_dir=None, train_dataset: str | None = None,
+              target_datasets: Sequence[str] | None = None, notebook: str = "api", prepare: bool = True,
+              params: dict | None = None) -> Run:
+    """Validate the parameters, resolve and check the profile (a 'paper' run with missing data or
+    weights stops here with one message listing what to provide), make sure the datasets exist
+    (``prepare``) and seed everything. Writes nothing under ``results/`` yet."""
+    from dapo.parameters import validate
+
+    values = validate("", dict(profile=profile, smoke=smoke, seed=seed, data_root=data_root,
+                               dataset_roots=dataset_roots, backbone=backbone, pretrained=pretrained,
+                               checkpoint=checkpoint, device=device, precision=precision, epochs=epochs,
+                               output_dir=output_dir, figures_dir=figures_dir, train_dataset=train_dataset,
+                               target_datasets=target_datasets))
     cfg = resolve_profile(profile, smoke=smoke, data_root=data_root, dataset_roots=dataset_roots,
-                          backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, epochs=epochs)
+                          backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, epochs=epochs,
+                          train_dataset=train_dataset, target_datasets=target_datasets)
+    dev = resolve_device(device)
+    resolved_precision = resolve_precision(precision, dev)
     torch.manual_seed(seed)
-    prov = Provenance.create(profile, seed, cfg.backbone, cfg.pretrained, smoke)
+    prov = Provenance.create(profile, seed, cfg.backbone, cfg.pretrained, smoke, resolved_precision)
     out_dir = Path(output_dir) if output_dir else results_dir(profile, smoke)
     fig_dir = Path(figures_dir) if figures_dir else default_figures_dir(profile, smoke)
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    write_provenance(out_dir, prov)
-    return Run(cfg, prov, seed, resolve_device(device), out_dir, fig_dir)
+    if prepare:
+        prepare_data(cfg, seed=seed)
+    return Run(cfg, prov, seed, dev, resolved_precision, out_dir, fig_dir, notebook, {**values, **(params or {})})
+
+
+def start_notebook(notebook: str, namespace: Mapping[str, Any]) -> Run:
+    """:func:`start_run` for a notebook: its parameters are read from ``namespace`` (``globals()``)
+    and checked against the notebook's definition in :mod:`dapo.parameters`."""
+    import pandas as pd
+
+    from dapo.parameters import COMMON, from_namespace
+
+    values = from_namespace(notebook, namespace)
+    common = {p.name: values[p.name] for p in COMMON}
+    warnings.filterwarnings("ignore", message=".*initialized randomly.*")
+    pd.set_option("display.precision", 1)
+    return start_run(**common, notebook=notebook, params=values)
 
 
 def prepare_data(cfg: ProfileConfig, seed: int = 0) -> dict:
@@ -80,88 +140,177 @@ def open_profile_dataset(cfg: ProfileConfig, name: str, **kwargs):
     return open_dataset(name, cfg.dataset_roots[name], image_size=cfg.image_size, **kwargs)
 
 
-def load_profile_backbone(cfg: ProfileConfig, device: torch.device):
+def load_profile_backbone(cfg: ProfileConfig, device: torch.device | str = "auto"):
     """The profile's frozen backbone; ``pretrained="random"`` gives random weights (for dry runs)."""
     from dapo.backbone import load_backbone
 
     pretrained = None if cfg.pretrained == "random" else cfg.pretrained
-    return load_backbone(cfg.backbone, pretrained, image_size=cfg.image_size, device=str(device),
+    return load_backbone(cfg.backbone, pretrained, image_size=cfg.image_size, device=str(resolve_device(device)),
                          checkpoint=cfg.checkpoint)
 
 
-def checkpoint_dir(run_dir: str | Path, method: str) -> Path:
-    return Path(run_dir) / "checkpoints" / method
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def setting_name(overrides: Mapping[str, Any]) -> str:
+    """Folder name of a setting: ``default``, or ``key=value`` pairs sorted by key (``lam=8,n_ctx=2``)."""
+    if not overrides:
+        return DEFAULT_SETTING
+    parts = []
+    for key in sorted(overrides):
+        value = overrides[key]
+        text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts.append(f"{key}={re.sub(r'[^A-Za-z0-9._-]+', '_', text)}")
+    return ",".join(parts)
+
+
+def non_default(method: str, setting: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``setting`` that differ from the method's preset (the checkpoint folder's name)."""
+    from dapo.baselines import preset
+
+    if "seed" in setting:
+        raise ValueError("'seed' is not a setting: pass seed=... (or seeds=[...] to a sweep)")
+    preset(method, **setting)  # unknown fields and invalid values raise here, naming them
+    recipe = preset(method)
+    defaults = {**recipe.training.to_dict(), **recipe.model.to_dict()}
+    return {key: value for key, value in setting.items() if _normalised(defaults[key]) != _normalised(value)}
+
+
+def _normalised(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def checkpoint_dir(run_dir: str | Path, method: str, seed: int = 0, overrides: Mapping[str, Any] | None = None) -> Path:
+    """``run_dir/checkpoints/<method>/<setting>/seed<k>``: one folder per trained configuration."""
+    return Path(run_dir) / "checkpoints" / method / setting_name(overrides or {}) / f"seed{seed}"
+
+
+def _training_data(cfg: ProfileConfig, preset):
+    """The profile's training dataset opened for a recipe (multi-defect images per the recipe)."""
+    dataset = open_profile_dataset(cfg, cfg.train_dataset, split="test", vocab_scope="dataset",
+                                   exclude_multi_defect=preset.training.multi_defect == "exclude")
+    if preset.training.mosaic_prob > 0:
+        from dapo.data.augment import MosaicDataset
+
+        dataset = MosaicDataset(dataset, preset.training.mosaic_prob, seed=preset.training.seed)
+    return dataset
 
 
 def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed: int = 0,
-                  device: str = "auto", epochs: int | None = None, backbone=None, retrain: bool = False,
-                  **overrides):
-    """Return a trained ``method`` (a name from :mod:`dapo.baselines`) and its loss history.
+                  epochs: int | None = None, backbone=None, device: str = "auto", precision: str = "auto",
+                  retrain: bool = False, progress: bool = True, **overrides):
+    """A trained ``method`` (a name from :mod:`dapo.baselines`) and its loss history (``None`` for
+    training-free methods).
 
-    The final checkpoint under ``run_dir/checkpoints/<method>`` is loaded when present (unless
-    ``retrain``, or it was trained on other backbone weights); otherwise the method is trained
-    on the profile's training dataset.
+    ``overrides`` change fields of the method's model config or training recipe (a sweep's
+    setting). ``epochs`` defaults to the profile's, else the recipe's. The checkpoint of exactly
+    that epoch is loaded when :func:`checkpoint_dir` holds one trained with the same model config,
+    recipe, vocabulary and backbone weights; a folder trained on other backbone weights is
+    retrained; a folder holding another configuration raises ``ValueError`` (pass
+    ``retrain=True`` to replace it). Otherwise training starts, or resumes from the last epoch.
     """
-    from dapo.baselines import make_model
-    from dapo.checkpoint import same_backbone_weights
-    from dapo.train import latest_checkpoint, load_history, load_trained, train
+    from dapo.baselines import make_model, preset as make_preset
+    from dapo.checkpoint import epoch_path, read_metadata, same_backbone_weights
+    from dapo.train import ResumeError, check_same_run, load_history, load_trained, train, training_vocabulary
 
     dev = resolve_device(device)
     backbone = backbone or load_profile_backbone(cfg, dev)
-    ckpt_dir = checkpoint_dir(run_dir, method)
-    epochs = cfg.epochs if epochs is None else epochs
-    final = latest_checkpoint(ckpt_dir)
-    if final is not None and not retrain and not same_backbone_weights(final.path, backbone):
-        print(f"{ckpt_dir} was trained on other backbone weights than {backbone.weights}: retraining")
-        retrain = True
-    if final is not None and not retrain and final.epoch >= epochs:
-        return load_trained(final.path, backbone).to(dev), load_history(ckpt_dir)
-    model = make_model(method, backbone, **overrides)
-    if not any(p.requires_grad for p in model.parameters()):
+    overrides = non_default(method, overrides)
+    recipe = make_preset(method, seed=seed, **overrides)
+    epochs = epochs or cfg.epochs or recipe.training.epochs
+    training = recipe.training.with_overrides(epochs=epochs, precision=precision)
+    model = make_model(method, backbone, seed=seed, **_model_overrides(overrides))
+    if not model.learnable_parameters():
         return model.to(dev), None  # training-free baseline (e.g. CLIP-AC)
-    # MultiADS protocol: multi-defect (e.g. MVTec `combined`) images are left out of training.
-    dataset = open_profile_dataset(cfg, cfg.train_dataset, split="test", vocab_scope="dataset",
-                                   exclude_multi_defect=True)
-    result = train(model, dataset, ckpt_dir, epochs=epochs, batch_size=cfg.batch_size, seed=seed,
-                   device=str(dev), resume=not retrain)
+    folder = checkpoint_dir(run_dir, method, seed, overrides)
+    dataset = _training_data(cfg, recipe)
+    vocabulary = training_words(training_vocabulary(dataset), cfg.train_dataset, recipe.training)
+    target = epoch_path(folder, epochs)
+    if target.is_file() and not retrain:
+        if not same_backbone_weights(target, backbone):
+            print(f"{folder} was trained on other backbone weights than {backbone.weights}: retraining")
+            retrain = True
+        else:
+            check_same_run(read_metadata(target), model, vocabulary, training, folder)
+            return load_trained(target, backbone).to(dev), load_history(folder, epochs)
+    try:
+        result = train(model, dataset, folder, training, device=str(dev), resume=not retrain, progress=progress,
+                       vocabulary=vocabulary)
+    except ResumeError as error:
+        print(f"{error}\n-> training {method} afresh in {folder}")
+        result = train(model, dataset, folder, training, device=str(dev), resume=False, progress=progress,
+                       vocabulary=vocabulary)
     return model, result.history
 
 
-def predict_products(model, dataset, *, device: str = "auto", batch_size: int = 8, num_workers: int = 0,
-                     desc: str = "predict"):
-    """Yield ``(product, vocabulary, batch, prediction)`` product by product, each product with its
-    own defect vocabulary (text embeddings computed once per product)."""
+def _model_overrides(overrides: Mapping[str, Any]) -> dict:
+    from dapo.config import split_overrides
+
+    return split_overrides(dict(overrides))[0]
+
+
+def training_words(vocabulary: tuple[str, ...], dataset_name: str, training) -> tuple[str, ...]:
+    """The words training prompts use for the dataset's defect types (``training.train_words``)."""
+    if training.train_words == "knowledge_base":
+        return vocabulary
+    from dapo.data.training_words import official_training_words
+
+    return official_training_words(dataset_name, vocabulary)
+
+
+def train_methods(cfg: ProfileConfig, methods: Mapping[str, str], run_dir: str | Path, *, seeds: Sequence[int],
+                  backbone=None, device: str = "auto", precision: str = "auto", epochs: int | None = None,
+                  progress: bool = True) -> dict[tuple[str, int], tuple]:
+    """``{(label, seed): (model, history)}`` for ``methods`` (label -> method name) and every seed."""
+    backbone = backbone or load_profile_backbone(cfg, device)
+    return {(label, seed): train_or_load(cfg, method, run_dir, seed=seed, epochs=epochs, backbone=backbone,
+                                         device=device, precision=precision, progress=progress)
+            for label, method in methods.items() for seed in seeds}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def predict_products(model, dataset, *, device: str = "auto", batch_size: int = 8,
+                     num_workers: int = 0, vocabulary: str = "product", desc: str = "predict", progress: bool = True):
+    """Yield ``(product, vocabulary, batch, prediction)`` product by product, each product scored
+    against its own defect types (``vocabulary="product"``) or the dataset's (``"dataset"``);
+    text embeddings are computed once per product."""
     from dapo.data import collate_samples
     from dapo.inference import Predictor
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    for product in tqdm(dataset.products, desc=desc):
-        vocabulary = dataset.vocabulary(product)
-        predictor = Predictor(model, vocabulary, product=product)
+    for product in tqdm(dataset.products, desc=desc, disable=not progress):
+        words = dataset.vocabulary(product) if vocabulary == "product" else dataset.dataset_vocabulary
+        predictor = Predictor(model, words, product=product)
         loader = DataLoader(dataset.subset(product), batch_size=batch_size, num_workers=num_workers,
                             collate_fn=collate_samples)
         for batch in loader:
             with torch.no_grad():
-                yield product, vocabulary, batch, predictor(batch["image"].to(dev))
+                yield product, words, batch, predictor(batch["image"].to(dev))
 
 
 def evaluate_multitype(model, dataset, *, desc: str = "multi-type", **kwargs):
-    """Zero-shot multi-type segmentation of every product over normal + its own defect types."""
+    """Zero-shot multi-type segmentation of every product over normal + its own defect types
+    (the protocol of both official codes, whatever the method's binary vocabulary)."""
     from dapo.metrics import MultiTypeEvaluator
 
     evaluator = MultiTypeEvaluator()
-    for product, vocabulary, batch, pred in predict_products(model, dataset, desc=desc, **kwargs):
+    for product, vocabulary, batch, pred in predict_products(model, dataset, desc=desc, vocabulary="product",
+                                                             **kwargs):
         evaluator.add(product, ("normal", *vocabulary), pred["type_probs"].float().cpu(), batch["type_mask"])
     return evaluator.compute()
 
 
 def evaluate_binary(model, dataset, *, desc: str = "binary", **kwargs):
-    """Binary detection and segmentation of every product (image and pixel metrics)."""
+    """Binary detection and segmentation of every product (image and pixel metrics); the defect
+    vocabulary per product follows ``model.config.inference_vocabulary``."""
     from dapo.metrics import BinaryEvaluator
 
     evaluator = BinaryEvaluator()
-    for _, _, batch, pred in predict_products(model, dataset, desc=desc, **kwargs):
+    for _, _, batch, pred in predict_products(model, dataset, desc=desc,
+                                              vocabulary=model.config.inference_vocabulary, **kwargs):
         evaluator.add(batch["product"], pred["image_score"].float().cpu(), batch["label"],
                       pred["anomaly_map"].float().cpu(), batch["mask"])
     return evaluator.compute()

@@ -34,16 +34,25 @@ class ProfileConfig:
     train_dataset: str
     target_datasets: tuple[str, ...]
     dataset_roots: dict = field(default_factory=dict)
-    epochs: int = 5
-    batch_size: int = 8
+    epochs: int | None = None
     smoke: bool = False
     checkpoint: str | None = None
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The training dataset, then the targets."""
+        return (self.train_dataset, *self.target_datasets)
+
+    def describe(self) -> str:
+        """One line naming the backbone and data, for captions and provenance."""
+        data = "generated worlds" if self.profile == "synthetic" else "real datasets"
+        return f"{self.backbone}/{self.pretrained} @ {self.image_size}px, {data}"
 
 
 def paper_defaults(data_root: Path) -> dict:
     return dict(backbone="ViT-L-14-336", pretrained="openai", image_size=518, train_dataset="mvtec",
                 target_datasets=("visa", "mpdd", "mad_sim", "mad_real", "real_iad"),
-                dataset_roots={n: data_root / d for n, d in PAPER_DATASET_DIRS.items()}, epochs=5)
+                dataset_roots={n: data_root / d for n, d in PAPER_DATASET_DIRS.items()}, epochs=None)
 
 
 def synthetic_defaults(data_root: Path, smoke: bool) -> dict:
@@ -58,12 +67,15 @@ def synthetic_defaults(data_root: Path, smoke: bool) -> dict:
 def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_root: str | Path | None = None,
                     dataset_roots: dict | None = None, backbone: str | None = None,
                     pretrained: str | None = None, checkpoint: str | Path | None = None,
-                    image_size: int | None = None, epochs: int | None = None, batch_size: int = 8,
-                    check: bool = True) -> ProfileConfig:
+                    image_size: int | None = None, epochs: int | None = None, train_dataset: str | None = None,
+                    target_datasets: tuple[str, ...] | list[str] | None = None, check: bool = True) -> ProfileConfig:
     """Build the profile's configuration; with ``check`` verify that its data and weights exist.
 
     ``checkpoint`` is a local weights file for ``pretrained`` (offline use of the paper profile:
-    the tag still sets OpenAI's QuickGELU and normalisation).
+    the tag still sets OpenAI's QuickGELU and normalisation). ``epochs`` ``None`` means each
+    method's own recipe (:class:`~dapo.config.TrainConfig`, 5 for DAPO) on the paper profile and
+    2 (smoke: 1) on the synthetic one. ``train_dataset`` / ``target_datasets`` swap the roles of
+    the profile's datasets (e.g. train on the VisA-style world, test on the MVTec-style one).
     """
     root = Path(data_root) if data_root else data_dir()
     if profile == "synthetic":
@@ -75,11 +87,22 @@ def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_roo
     if dataset_roots:
         cfg["dataset_roots"] = {**cfg["dataset_roots"], **{k: Path(v) for k, v in dataset_roots.items()}}
     for key, value in (("backbone", backbone), ("pretrained", pretrained), ("image_size", image_size),
-                       ("epochs", epochs)):
+                       ("epochs", epochs), ("train_dataset", train_dataset)):
         if value is not None:
             cfg[key] = value
-    resolved = ProfileConfig(profile=profile, batch_size=batch_size, smoke=smoke,
-                             checkpoint=str(checkpoint) if checkpoint else None, **cfg)
+    if target_datasets is not None:
+        cfg["target_datasets"] = tuple(target_datasets)
+    known = sorted(cfg["dataset_roots"])
+    for name in (cfg["train_dataset"], *cfg["target_datasets"]):
+        if name not in cfg["dataset_roots"]:
+            raise ProfileError(f"dataset {name!r} is not part of the {profile!r} profile; known: {known} "
+                               f"(other folders: dataset_roots={{'{name}': '/path'}})")
+    if cfg["train_dataset"] in cfg["target_datasets"]:
+        raise ProfileError(f"train_dataset {cfg['train_dataset']!r} is also a target: zero-shot targets must be "
+                           f"other datasets")
+    if not cfg["target_datasets"]:
+        raise ProfileError("target_datasets is empty: name at least one dataset to evaluate on")
+    resolved = ProfileConfig(profile=profile, smoke=smoke, checkpoint=str(checkpoint) if checkpoint else None, **cfg)
     if check and profile == "paper":
         check_paper_profile(resolved)
     return resolved

@@ -1,9 +1,11 @@
 """Provenance stamps, tables (CSV + Markdown) and figures for the notebooks.
 
-Every table and figure names the profile it came from, the seed, the backbone and the git
-commit. CSVs carry profile, seed and backbone as columns but not the commit, so that the same
-seed regenerates byte-identical CSVs after an unrelated commit; the commit goes into the
-Markdown header, the figure footer and ``provenance.json``.
+Every table and figure names the profile it came from, the seed, the backbone, the numeric
+precision and the git commit. CSVs carry profile, seed and backbone as columns but not the
+commit, so that the same seed regenerates byte-identical CSVs after an unrelated commit; the
+commit goes into the Markdown header, the figure footer and ``provenance.json`` (one entry per
+notebook, written when the notebook saves its first output, so a run that fails its checks
+touches nothing). Every file is written atomically (:mod:`dapo.atomic`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 from dapo import __version__
+from dapo.atomic import atomic_path, write_text
 
-PROFILE_LABELS = {
-    "synthetic": "SYNTHETIC profile (generated world + compact backbone; not a reproduction of the paper)",
-    "paper": "paper profile (OpenCLIP ViT-L-14-336 / openai, real datasets)",
-}
+SYNTHETIC_LABEL = "SYNTHETIC profile (generated world + compact backbone; not a reproduction of the paper)"
 
 
 def git_commit(repo: str | Path | None = None) -> str:
@@ -48,22 +48,29 @@ class Provenance:
     backbone: str
     pretrained: str
     smoke: bool = False
+    precision: str = "fp32"
     commit: str = ""
     dapo_version: str = __version__
 
     @classmethod
-    def create(cls, profile: str, seed: int, backbone: str, pretrained: str, smoke: bool = False):
-        return cls(profile, int(seed), backbone, str(pretrained), bool(smoke), git_commit())
+    def create(cls, profile: str, seed: int, backbone: str, pretrained: str, smoke: bool = False,
+               precision: str = "fp32"):
+        return cls(profile, int(seed), backbone, str(pretrained), bool(smoke), precision, git_commit())
 
     @property
     def label(self) -> str:
+        """Caption naming the profile and the backbone the run actually used."""
         size = " [smoke size]" if self.smoke else ""
-        return f"{PROFILE_LABELS.get(self.profile, self.profile)}{size}"
+        if self.profile == "synthetic":
+            return f"{SYNTHETIC_LABEL}{size}"
+        if self.profile == "paper":
+            return f"paper profile (OpenCLIP {self.backbone} / {self.pretrained}, real datasets){size}"
+        return f"{self.profile} profile{size}"
 
     @property
     def footer(self) -> str:
         return (f"profile={self.profile}{' (smoke)' if self.smoke else ''} | seed={self.seed} | "
-                f"backbone={self.backbone}/{self.pretrained} | commit={self.commit}")
+                f"backbone={self.backbone}/{self.pretrained} | precision={self.precision} | commit={self.commit}")
 
     def columns(self) -> dict:
         """The provenance columns written into every CSV (no commit: see module docstring)."""
@@ -81,9 +88,10 @@ def save_table(df: pd.DataFrame, name: str, out_dir: str | Path, prov: Provenanc
     for key, value in prov.columns().items():
         stamped[key] = value
     csv_path = out_dir / f"{name}.csv"
-    stamped.to_csv(csv_path, index=index, float_format="%.6g", lineterminator="\n")
+    with atomic_path(csv_path) as temporary:
+        stamped.to_csv(temporary, index=index, float_format="%.6g", lineterminator="\n")
     header = f"**{caption or name}** — {prov.label}\n\n_{prov.footer}_\n\n"
-    (out_dir / f"{name}.md").write_text(header + _markdown(df.round(decimals), index) + "\n")
+    write_text(out_dir / f"{name}.md", header + _markdown(df.round(decimals), index) + "\n")
     return csv_path
 
 
@@ -107,14 +115,21 @@ def save_figure(fig, name: str, fig_dir: str | Path, prov: Provenance, dpi: int 
     fig_dir.mkdir(parents=True, exist_ok=True)
     fig.text(0.5, 0.002, prov.footer, ha="center", va="bottom", fontsize=7, color="0.35")
     path = fig_dir / f"{name}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
     return path
 
 
-def write_provenance(out_dir: str | Path, prov: Provenance, **extra) -> Path:
-    """Write ``provenance.json`` next to the tables of a run."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / "provenance.json"
-    path.write_text(json.dumps({**asdict(prov), **extra}, indent=2, sort_keys=True) + "\n")
-    return path
+def write_provenance(out_dir: str | Path, prov: Provenance, notebook: str = "api", **extra) -> Path:
+    """Record ``prov`` as the entry of ``notebook`` in ``provenance.json`` next to the tables of a run."""
+    path = Path(out_dir) / "provenance.json"
+    entries = {}
+    if path.is_file():
+        try:
+            entries = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            entries = {}
+        if "profile" in entries:  # the older single-entry format
+            entries = {}
+    entries[notebook] = {**asdict(prov), **extra}
+    return write_text(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")

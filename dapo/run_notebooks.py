@@ -33,15 +33,19 @@ def run(profile: str = "synthetic", smoke: bool = False, only: list[str] | None 
     params = {"profile": profile, "smoke": smoke, **(parameters or {})}
     out_dir = results_dir(profile, smoke) / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = []
+    done, seconds = [], {}
+    total = time.perf_counter()
     for path in notebook_paths(only):
         start = time.perf_counter()
         print(f"[dapo] executing {path.name} with {params}", flush=True)
         out = out_dir / path.name
         pm.execute_notebook(str(path), str(out), parameters=params, cwd=str(REPO_ROOT),
                             kernel_name="python3", progress_bar=False)
-        print(f"[dapo] {path.name} done in {time.perf_counter() - start:.0f} s -> {out}", flush=True)
+        seconds[path.stem] = time.perf_counter() - start
+        print(f"[dapo] {path.name} done in {seconds[path.stem]:.0f} s -> {out}", flush=True)
         done.append(out)
+    print("[dapo] time per notebook: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in seconds.items())
+          + f"; total {(time.perf_counter() - total) / 60:.1f} min", flush=True)
     return done
 
 

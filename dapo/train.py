@@ -1,20 +1,24 @@
-"""Training loop: Adam on the learned parameters only, per-epoch checkpoints, resume, loss CSV.
+"""Training loop: Adam on the learned parameters only, per-epoch checkpoints, exact resume, loss CSV.
 
-``train(model, dataset, out_dir)`` trains on any torch ``Dataset`` that returns the sample
-dict of docs/ARCHITECTURE.md, with the dataset-wide defect vocabulary (the dataset must be
-opened with ``vocab_scope="dataset"`` so that its ``type_mask`` ids index
-``dataset.dataset_vocabulary``). Data order is seeded per epoch, so a resumed run sees the
-same batches as an uninterrupted one. On CUDA the forward pass runs under bf16 autocast;
-on the CPU in float32.
+``train(model, dataset, out_dir, training)`` trains on any torch ``Dataset`` that returns the
+sample dict of docs/ARCHITECTURE.md, with the dataset-wide defect vocabulary (the dataset must
+be opened with ``vocab_scope="dataset"`` so that its ``type_mask`` ids index
+``dataset.dataset_vocabulary``). ``training`` is a :class:`~dapo.config.TrainConfig` (the
+method's recipe, :func:`dapo.baselines.training_for`). Data order is seeded per epoch, so a
+resumed run sees the same batches as an uninterrupted one and ends with the same weights.
 
-Files in ``out_dir``: ``epoch_001.safetensors`` ... (learned parameters + config, see
-:mod:`dapo.checkpoint`), ``loss_history.csv`` (one row per step), ``config.json`` (readable
-copy of the config) and ``resume_state.pt`` (optimiser state of the last epoch, for resume).
+Files in ``out_dir``, written atomically in this order at the end of every epoch:
+``loss_history.csv`` (one row per step), ``optimizer_state_epoch_NNN.pt`` (Adam's state), then
+``epoch_NNN.safetensors`` (learned parameters + configs, :mod:`dapo.checkpoint`), whose
+presence marks the epoch complete; older optimiser states are removed afterwards. A kill at any
+point therefore leaves a consistent last epoch to resume from. ``config.json`` is a readable
+copy of the configuration.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +28,26 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dapo.checkpoint import (epoch_path, latest_checkpoint, list_checkpoints, load_learned, load_trained,  # noqa: F401
-                             read_checkpoint, save_checkpoint)
+from dapo.atomic import atomic_path, write_text
+from dapo.checkpoint import (CheckpointError, epoch_path, latest_checkpoint, list_checkpoints, load_learned,  # noqa: F401
+                             load_trained, read_checkpoint, save_checkpoint)
+from dapo.config import TrainConfig
 from dapo.losses import loss_terms
 from dapo.model import DAPO
-from dapo.precision import autocast, resolve_device
+from dapo.precision import autocast, resolve_device, resolve_precision
 
 LOSS_CSV = "loss_history.csv"
-RESUME_FILE = "resume_state.pt"
 CONFIG_JSON = "config.json"
+STATE_FILE = "optimizer_state_epoch_{:03d}.pt"
+STATE_PATTERN = re.compile(r"optimizer_state_epoch_(\d+)\.pt$")
 LOSS_COLUMNS = ("epoch", "step", "global_step", "loss_total", "loss_global", "loss_local")
 
-__all__ = ["TrainResult", "train", "training_step", "load_history", "load_trained", "latest_checkpoint"]
+__all__ = ["ResumeError", "TrainResult", "train", "training_step", "load_history", "load_trained",
+           "latest_checkpoint"]
+
+
+class ResumeError(RuntimeError):
+    """A run folder cannot be resumed exactly; the message says what is missing."""
 
 
 @dataclass
@@ -84,92 +96,155 @@ def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict,
     return {name: float(value.detach()) for name, value in terms.items()}
 
 
+def make_optimizer(params: list[torch.nn.Parameter], training: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser of a recipe (Adam; lr, betas and weight decay from ``training``)."""
+    return torch.optim.Adam(params, lr=training.lr, betas=training.betas, weight_decay=training.weight_decay)
+
+
 def _default_collate() -> Callable:
     from dapo.data import collate_samples
 
     return collate_samples
 
 
+def state_path(out_dir: Path, epoch: int) -> Path:
+    return Path(out_dir) / STATE_FILE.format(epoch)
+
+
+def _state_files(out_dir: Path) -> dict[int, Path]:
+    found = [(STATE_PATTERN.search(p.name), p) for p in Path(out_dir).iterdir()] if Path(out_dir).is_dir() else []
+    return {int(m.group(1)): p for m, p in found if m}
+
+
 def _clear_run(out_dir: Path) -> None:
     for checkpoint in list_checkpoints(out_dir):
         checkpoint.path.unlink()
-    for name in (LOSS_CSV, RESUME_FILE):
-        (out_dir / name).unlink(missing_ok=True)
+    for path in _state_files(out_dir).values():
+        path.unlink()
+    (out_dir / LOSS_CSV).unlink(missing_ok=True)
+
+
+def check_same_run(meta: dict, model: DAPO, vocabulary: tuple[str, ...], training: TrainConfig, where: Path) -> None:
+    """Raise ``ValueError`` naming every difference between a checkpoint's recipe and the requested one."""
+    differences = []
+    if meta["config"] != model.config:
+        saved, wanted = meta["config"].to_dict(), model.config.to_dict()
+        differences += [f"{k}: saved {saved[k]!r}, requested {wanted[k]!r}" for k in wanted if saved[k] != wanted[k]]
+    if tuple(meta["vocabulary"] or ()) != tuple(vocabulary):
+        differences.append(f"vocabulary: saved {meta['vocabulary']}, requested {list(vocabulary)}")
+    if meta.get("training") is not None and meta["training"].identity() != training.identity():
+        saved, wanted = meta["training"].identity(), training.identity()
+        differences += [f"training.{k}: saved {saved[k]!r}, requested {wanted[k]!r}" for k in wanted
+                        if saved[k] != wanted[k]]
+    if differences:
+        raise ValueError(f"{where} holds checkpoints of another configuration ({'; '.join(differences)}); "
+                         f"pass resume=False to start afresh (they are removed) or choose another folder")
 
 
 def _resume(model: DAPO, optimizer: torch.optim.Optimizer, out_dir: Path, vocabulary: tuple[str, ...],
-            epochs: int) -> tuple[int, list[dict]]:
-    """Load the last completed epoch (up to ``epochs``) from ``out_dir``; return it and the loss rows so far."""
-    completed = [c for c in list_checkpoints(out_dir) if c.epoch <= epochs]
+            training: TrainConfig) -> tuple[int, list[dict]]:
+    """Load the last completed epoch (up to ``training.epochs``); return it and the loss rows so far."""
+    completed = [c for c in list_checkpoints(out_dir) if c.epoch <= training.epochs]
     if not completed:
         return 0, []
     latest = completed[-1]
     tensors, meta = read_checkpoint(latest.path)
-    if meta["config"] != model.config:
-        raise ValueError(f"{out_dir} holds checkpoints of another configuration; pass resume=False to start "
-                         f"afresh (they are removed) or choose another out_dir")
-    if tuple(meta["vocabulary"] or ()) != vocabulary:
-        raise ValueError(f"{out_dir} was trained with vocabulary {meta['vocabulary']}, not {list(vocabulary)}")
+    check_same_run(meta, model, vocabulary, training, out_dir)
+    if latest.epoch == training.epochs:  # nothing left to train: the optimiser state is not needed
+        load_learned(model, tensors, latest.path)
+        return latest.epoch, _history_rows(out_dir, latest.epoch)
+    state_file = state_path(out_dir, latest.epoch)
+    if not state_file.is_file():
+        raise ResumeError(f"{out_dir} holds {latest.path.name} but not its optimiser state {state_file.name}: "
+                          f"training cannot continue exactly from epoch {latest.epoch}; pass resume=False to "
+                          f"train afresh")
+    rows = _history_rows(out_dir, latest.epoch)
     load_learned(model, tensors, latest.path)
-    state_file = out_dir / RESUME_FILE
-    if state_file.is_file():
-        state = torch.load(state_file, map_location=model.device, weights_only=True)
-        if state["epoch"] == latest.epoch:
-            optimizer.load_state_dict(state["optimizer"])
-    rows = load_history(out_dir).to_dict("records") if (out_dir / LOSS_CSV).is_file() else []
-    return latest.epoch, [row for row in rows if row["epoch"] <= latest.epoch]
+    state = torch.load(state_file, map_location=model.device, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return latest.epoch, rows
 
 
-def train(model: DAPO, dataset: Dataset, out_dir: str | Path, *, epochs: int = 5, batch_size: int = 8,
-          lr: float = 1e-3, seed: int = 0, device: str | torch.device | None = None, resume: bool = True,
-          num_workers: int = 0, progress: bool = True, vocabulary: Sequence[str] | None = None,
-          collate_fn: Callable | None = None) -> TrainResult:
-    """Train ``model`` in place (Adam, paper defaults: lr 1e-3, batch 8, 5 epochs).
+def _history_rows(out_dir: Path, epoch: int) -> list[dict]:
+    """Loss rows of epochs 1..epoch; every epoch must be there (else :class:`ResumeError`)."""
+    path = out_dir / LOSS_CSV
+    rows = pd.read_csv(path).to_dict("records") if path.is_file() else []
+    rows = [row for row in rows if row["epoch"] <= epoch]
+    missing = sorted(set(range(1, epoch + 1)) - {int(row["epoch"]) for row in rows})
+    if missing:
+        raise ResumeError(f"{path} lacks the loss rows of epoch(s) {missing} although {epoch_path(out_dir, epoch).name} "
+                          f"exists; pass resume=False to train afresh")
+    return rows
 
-    ``resume`` continues from the last checkpoint in ``out_dir`` (same config and vocabulary
-    required); ``resume=False`` removes earlier checkpoints there and starts afresh.
-    ``collate_fn`` defaults to :func:`dapo.data.collate_samples`.
+
+def train(model: DAPO, dataset: Dataset, out_dir: str | Path, training: TrainConfig | None = None, *,
+          device: str | torch.device | None = None, resume: bool = True, num_workers: int = 0,
+          progress: bool = True, vocabulary: Sequence[str] | None = None, collate_fn: Callable | None = None,
+          **overrides) -> TrainResult:
+    """Train ``model`` in place with the recipe ``training`` (default :class:`TrainConfig`: Adam,
+    lr 1e-3, batch 8, 5 epochs); ``overrides`` change single fields (``epochs=2``).
+
+    ``resume`` continues from the last completed epoch in ``out_dir`` (same configuration,
+    vocabulary and recipe required, else ``ValueError``); ``resume=False`` removes earlier
+    checkpoints there and starts afresh. ``collate_fn`` defaults to :func:`dapo.data.collate_samples`.
     """
+    training = (training or TrainConfig()).with_overrides(**overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     vocabulary = training_vocabulary(dataset, vocabulary)
     device = resolve_device(device)
+    precision = resolve_precision(training.precision, device)
     model.to(device).train()
     params = list(model.learnable_parameters().values())
     if not params:
         raise ValueError(f"{model.config.name} has no learnable parameters: it needs no training")
-    torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(params, lr=lr)
+    torch.manual_seed(training.seed)
+    optimizer = make_optimizer(params, training)
     if not resume:
         _clear_run(out_dir)
-    done, rows = _resume(model, optimizer, out_dir, vocabulary, epochs)
-    (out_dir / CONFIG_JSON).write_text(json.dumps(
-        {"config": model.config.to_dict(), "backbone": model.backbone.describe(), "vocabulary": list(vocabulary),
-         "epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed}, indent=2))
+    done, rows = _resume(model, optimizer, out_dir, vocabulary, training)
+    write_text(out_dir / CONFIG_JSON, json.dumps(
+        {"config": model.config.to_dict(), "training": training.to_dict(), "precision_resolved": precision,
+         "backbone": model.backbone.describe(), "vocabulary": list(vocabulary)}, indent=2) + "\n")
     collate_fn = collate_fn or _default_collate()
     global_step = rows[-1]["global_step"] + 1 if rows else 0
-    for epoch in range(done + 1, epochs + 1):
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
-                            collate_fn=collate_fn, generator=torch.Generator().manual_seed(seed * 1000 + epoch),
+    for epoch in range(done + 1, training.epochs + 1):
+        if hasattr(dataset, "set_epoch"):  # seeded augmentation (dapo.data.augment)
+            dataset.set_epoch(epoch)
+        loader = DataLoader(dataset, batch_size=training.batch_size, shuffle=True, num_workers=num_workers,
+                            collate_fn=collate_fn,
+                            generator=torch.Generator().manual_seed(training.seed * 1000 + epoch),
                             pin_memory=device.type == "cuda")
-        bar = tqdm(loader, desc=f"{model.config.name} epoch {epoch}/{epochs}", disable=not progress)
+        bar = tqdm(loader, desc=f"{model.config.name} epoch {epoch}/{training.epochs}", disable=not progress)
         for step, batch in enumerate(bar):
-            terms = training_step(model, optimizer, batch, vocabulary, "auto" if device.type == "cuda" else "fp32")
+            terms = training_step(model, optimizer, batch, vocabulary, precision)
             rows.append({"epoch": epoch, "step": step, "global_step": global_step, "loss_total": terms["total"],
                          "loss_global": terms["global"], "loss_local": terms["local"]})
             global_step += 1
             bar.set_postfix(loss=f"{terms['total']:.4f}")
-        save_checkpoint(model, epoch_path(out_dir, epoch), epoch=epoch, vocabulary=vocabulary)
-        torch.save({"epoch": epoch, "optimizer": optimizer.state_dict()}, out_dir / RESUME_FILE)
-        pd.DataFrame(rows, columns=LOSS_COLUMNS).to_csv(out_dir / LOSS_CSV, index=False)
+        _save_epoch(model, optimizer, out_dir, epoch, vocabulary, training, rows)
     history = pd.DataFrame(rows, columns=LOSS_COLUMNS)
-    checkpoints = [c.path for c in list_checkpoints(out_dir) if c.epoch <= epochs]
+    checkpoints = [c.path for c in list_checkpoints(out_dir) if c.epoch <= training.epochs]
     return TrainResult(history, checkpoints, out_dir, vocabulary)
 
 
-def load_history(out_dir: str | Path) -> pd.DataFrame:
-    """The loss history written by :func:`train` (one row per step)."""
+def _save_epoch(model: DAPO, optimizer: torch.optim.Optimizer, out_dir: Path, epoch: int,
+                vocabulary: tuple[str, ...], training: TrainConfig, rows: list[dict]) -> None:
+    """Loss CSV, optimiser state, then the checkpoint (its presence marks the epoch complete)."""
+    with atomic_path(out_dir / LOSS_CSV) as temporary:
+        pd.DataFrame(rows, columns=LOSS_COLUMNS).to_csv(temporary, index=False)
+    with atomic_path(state_path(out_dir, epoch)) as temporary:
+        torch.save({"epoch": epoch, "optimizer": optimizer.state_dict()}, temporary)
+    save_checkpoint(model, epoch_path(out_dir, epoch), epoch=epoch, vocabulary=vocabulary, training=training)
+    for older, path in _state_files(out_dir).items():
+        if older != epoch:
+            path.unlink(missing_ok=True)
+
+
+def load_history(out_dir: str | Path, epochs: int | None = None) -> pd.DataFrame:
+    """The loss history written by :func:`train` (one row per step), optionally of epochs 1..``epochs``."""
     path = Path(out_dir) / LOSS_CSV
     if not path.is_file():
         raise FileNotFoundError(f"no loss history at {path} (train there first)")
-    return pd.read_csv(path)
+    history = pd.read_csv(path)
+    return history if epochs is None else history[history["epoch"] <= epochs].reset_index(drop=True)

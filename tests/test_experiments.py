@@ -29,7 +29,7 @@ def trained(smoke_cfg, tiny_backbone, tmp_path_factory):
 def test_train_or_load_trains_once_then_loads_identical_parameters(smoke_cfg, tiny_backbone, trained):
     tmp_path, model, history = trained
     assert isinstance(history, pd.DataFrame) and len(history) > 0 and history["epoch"].max() == 1
-    files = list((tmp_path / "checkpoints" / "dapo").glob("epoch_*.safetensors"))
+    files = list((tmp_path / "checkpoints" / "dapo" / "default" / "seed0").glob("epoch_*.safetensors"))
     assert len(files) == 1
     loaded, loaded_history = train_or_load(smoke_cfg, "dapo", tmp_path, backbone=tiny_backbone, device="cpu")
     for (name, a), (_, b) in zip(model.learnable_parameters().items(), loaded.learnable_parameters().items()):

@@ -1,5 +1,6 @@
 """Provenance stamping of tables and figures."""
 
+import json
 import subprocess
 
 import numpy as np
@@ -37,10 +38,13 @@ def test_table_csv_is_byte_identical_across_commits(tmp_path):
     assert a == b
 
 
-def test_smoke_and_paper_labels():
+def test_smoke_and_paper_labels_name_the_backbone_actually_used():
     assert "smoke" in _prov(smoke=True).label
-    assert "ViT-L-14-336" in _prov(profile="paper").label
+    assert "ViT-L-14-336 / openai" in _prov(profile="paper", backbone="ViT-L-14-336", pretrained="openai").label
+    small = _prov(profile="paper", backbone="ViT-B-32", pretrained="openai").label
+    assert "ViT-B-32 / openai" in small and "ViT-L-14" not in small
     assert "not a reproduction" in _prov().label
+    assert "precision=bf16" in _prov(precision="bf16").footer
 
 
 def test_figure_and_provenance_json(tmp_path):
@@ -49,8 +53,10 @@ def test_figure_and_provenance_json(tmp_path):
     path = save_figure(fig, "f", tmp_path, _prov())
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert any("seed=3" in t.get_text() for t in fig.texts)
-    meta = write_provenance(tmp_path, _prov(), note="x").read_text()
-    assert '"commit": "abc1234"' in meta and '"note": "x"' in meta
+    write_provenance(tmp_path, _prov(), "03_multitype", note="x")
+    meta = json.loads(write_provenance(tmp_path, _prov(seed=4), "04_binary").read_text())
+    assert meta["03_multitype"]["commit"] == "abc1234" and meta["03_multitype"]["note"] == "x"
+    assert meta["04_binary"]["seed"] == 4  # one entry per notebook, the others kept
 
 
 def test_markdown_flattens_multi_level_rows_and_columns(tmp_path):

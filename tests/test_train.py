@@ -126,3 +126,95 @@ def test_checkpoints_know_the_backbone_weights_they_were_trained_on(tiny_backbon
     path = save_checkpoint(DAPO(trained_on, SMALL), tmp_path / "model.safetensors")
     assert same_backbone_weights(path, trained_on) and same_backbone_weights(path, tiny_backbone)
     assert not same_backbone_weights(path, other)
+
+
+# ----------------------------------------------------------------------------- recipes, atomic writes, resume
+
+
+def test_the_recipe_reaches_the_optimiser_and_every_checkpoint(tiny_backbone, tiny_dataset, tmp_path, monkeypatch):
+    from dapo.checkpoint import read_metadata
+    from dapo.config import TrainConfig
+    import dapo.train as train_module
+
+    seen = {}
+    original = train_module.make_optimizer
+
+    def spy(params, training):
+        optimizer = original(params, training)
+        seen.update(optimizer.param_groups[0])
+        return optimizer
+
+    monkeypatch.setattr(train_module, "make_optimizer", spy)
+    recipe = TrainConfig(lr=5e-4, betas=(0.5, 0.999), batch_size=4, epochs=1)
+    result = train(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path, recipe, progress=False,
+                   collate_fn=default_collate)
+    assert seen["lr"] == 5e-4 and seen["betas"] == (0.5, 0.999)
+    assert read_metadata(result.final)["training"] == recipe
+
+
+def test_a_kill_before_the_checkpoint_resumes_from_the_previous_epoch_exactly(tiny_backbone, tiny_dataset, tmp_path,
+                                                                             monkeypatch):
+    import dapo.train as train_module
+
+    straight = DAPO(tiny_backbone, SMALL)
+    reference = fit(straight, tiny_dataset, tmp_path / "straight", epochs=2)
+
+    original = train_module.save_checkpoint
+
+    def killed_at_epoch_two(model, path, **kwargs):
+        if kwargs["epoch"] == 2:
+            raise KeyboardInterrupt  # loss CSV and optimiser state of epoch 2 are written, its weights are not
+        return original(model, path, **kwargs)
+
+    monkeypatch.setattr(train_module, "save_checkpoint", killed_at_epoch_two)
+    with pytest.raises(KeyboardInterrupt):
+        fit(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path / "killed", epochs=2)
+    monkeypatch.setattr(train_module, "save_checkpoint", original)
+    assert [p.name for p in (tmp_path / "killed").glob("epoch_*")] == ["epoch_001.safetensors"]
+    resumed = DAPO(tiny_backbone, SMALL)
+    again = fit(resumed, tiny_dataset, tmp_path / "killed", epochs=2)
+    for name, value in straight.learnable_parameters().items():
+        assert torch.equal(resumed.learnable_parameters()[name], value), name
+    pd.testing.assert_frame_equal(again.history, reference.history)  # epoch 2 rows and step numbers intact
+    assert sorted(p.name for p in (tmp_path / "killed").glob("optimizer_state_*")) == ["optimizer_state_epoch_002.pt"]
+
+
+def test_a_kill_mid_write_leaves_no_truncated_checkpoint(tiny_backbone, tiny_dataset, tmp_path, monkeypatch):
+    import dapo.checkpoint as checkpoint_module
+
+    def half_written(tensors, filename, metadata=None):
+        with open(filename, "wb") as handle:
+            handle.write(b"\x00" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint_module, "save_file", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(DAPO(tiny_backbone, SMALL), tmp_path / "model.safetensors")
+    assert list(tmp_path.iterdir()) == []  # neither the target nor the temporary file
+
+
+def test_resume_without_the_optimiser_state_says_what_is_missing(tiny_backbone, tiny_dataset, tmp_path):
+    from dapo.train import ResumeError
+
+    fit(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path, epochs=1)
+    (tmp_path / "optimizer_state_epoch_001.pt").unlink()
+    with pytest.raises(ResumeError, match="epoch_001.safetensors but not its optimiser state "
+                                          "optimizer_state_epoch_001.pt"):
+        fit(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path, epochs=2)
+    (tmp_path / "loss_history.csv").write_text("epoch,step,global_step,loss_total,loss_global,loss_local\n")
+    with pytest.raises(ResumeError, match=r"lacks the loss rows of epoch\(s\) \[1\]"):
+        fit(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path, epochs=1)
+
+
+def test_a_truncated_checkpoint_is_an_error_naming_its_path(tiny_backbone, tmp_path):
+    from dapo.checkpoint import CheckpointError, read_checkpoint
+
+    path = save_checkpoint(DAPO(tiny_backbone, SMALL), tmp_path / "model.safetensors")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=f"cannot read checkpoint {path}"):
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not a DAPO checkpoint"):
+        from safetensors.torch import save_file
+
+        save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+        read_checkpoint(tmp_path / "other.safetensors")

@@ -1,0 +1,285 @@
+"""The notebooks' papermill parameters: one definition, one validator.
+
+Every notebook's ``parameters`` cell is generated from :data:`COMMON` plus the notebook's own
+entries in :data:`EXTRAS` (``python -m dapo.parameters`` rewrites the cells; a test checks that
+they match), so notebooks cannot drift apart. :func:`validate` checks every value up front
+(type, range, known names) and raises :class:`ParameterError` with a one-line message naming the
+parameter and what is allowed; the notebooks, the command line and the API share it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dapo.precision import PRECISIONS
+
+HEADER = "# Parameters (papermill: -p NAME VALUE). Defaults run the synthetic profile on a CPU."
+PAPERMILL_MARKER = "# Parameters"  # first line of the cell papermill injects
+PROFILES = ("synthetic", "paper")
+
+
+class ParameterError(ValueError):
+    """A notebook or API parameter has a value that is not allowed."""
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def choice(*allowed: str) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if value not in allowed:
+            raise ParameterError(f"{name}={value!r}: expected one of {', '.join(map(repr, allowed))}")
+        return value
+    return check
+
+
+def boolean(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ParameterError(f"{name}={value!r}: expected True or False")
+    return value
+
+
+def integer(minimum: int | None = None, optional: bool = False) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not _is_int(value):
+            raise ParameterError(f"{name}={value!r}: expected an integer{' or None' if optional else ''}")
+        if minimum is not None and value < minimum:
+            raise ParameterError(f"{name}={value}: must be >= {minimum}")
+        return value
+    return check
+
+
+def text(optional: bool = True) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ParameterError(f"{name}={value!r}: expected a non-empty string{' or None' if optional else ''}")
+        return value
+    return check
+
+
+def existing_file(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    text()(name, value)
+    if not Path(value).expanduser().is_file():
+        raise ParameterError(f"{name}={value!r}: no such file")
+    return value
+
+
+def dataset_roots_dict(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise ParameterError(f"{name}={value!r}: expected a dict of dataset name -> folder, "
+                             f"e.g. {{\"visa\": \"/data/VisA_20220922\"}}")
+    return dict(value)
+
+
+def device_name(name: str, value: Any) -> Any:
+    from dapo.precision import DeviceUnavailableError, resolve_device
+
+    if not isinstance(value, str):
+        raise ParameterError(f"{name}={value!r}: expected 'auto', 'cpu' or 'cuda[:N]'")
+    try:
+        resolve_device(value)
+    except DeviceUnavailableError as error:
+        raise ParameterError(f"{name}: {error}") from None
+    return value
+
+
+def seed_list(name: str, value: Any) -> Any:
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(s) and s >= 0 for s in value):
+        raise ParameterError(f"{name}={value!r}: expected a non-empty list of integers >= 0, e.g. [0, 1, 2]")
+    if len(set(value)) != len(value):
+        raise ParameterError(f"{name}={value!r}: seeds must be distinct")
+    return list(value)
+
+
+def dataset_list(optional: bool = True) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if value is None and optional:
+            return None
+        if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+            raise ParameterError(f"{name}={value!r}: expected a non-empty list of dataset names")
+        return list(value)
+    return check
+
+
+def sweep_grid(name: str, value: Any) -> Any:
+    """A sweep grid: {field: [values...]} over DAPOConfig/TrainConfig fields; each value must build."""
+    from dapo.config import DAPOConfig, TrainConfig, split_overrides
+
+    if not isinstance(value, Mapping) or not value:
+        raise ParameterError(f"{name}={value!r}: expected a dict of setting -> list of values, e.g. {{\"lam\": [1, 4]}}")
+    try:
+        model_fields, training_fields = split_overrides(dict(value))
+    except ValueError as error:
+        raise ParameterError(f"{name}: {error}") from None
+    for field, values in value.items():
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ParameterError(f"{name}[{field!r}]={values!r}: expected a non-empty list of values")
+        for item in values:
+            try:
+                if field in model_fields:
+                    DAPOConfig(**{field: item})
+                else:
+                    TrainConfig(**{field: item})
+            except (TypeError, ValueError) as error:
+                raise ParameterError(f"{name}[{field!r}] value {item!r}: {error}") from None
+    return {field: list(values) for field, values in value.items()}
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One papermill parameter: its default, the comment shown in the cell, and its check."""
+
+    name: str
+    default: Any
+    comment: str
+    check: Callable[[str, Any], Any]
+
+    def line(self, width: int) -> str:
+        return f"{f'{self.name} = {_literal(self.default)}':<{width}}# {self.comment}"
+
+
+def _literal(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, str) else repr(value)
+
+
+COMMON: tuple[Parameter, ...] = (
+    Parameter("profile", "synthetic", '"synthetic" (generated worlds + compact backbone) or "paper" '
+              "(ViT-L-14-336/openai + real data)", choice(*PROFILES)),
+    Parameter("smoke", False, "tiny sizes (what `make test` runs)", boolean),
+    Parameter("seed", 0, "seeds the synthetic worlds, sampling and (single-seed notebooks) training",
+              integer(minimum=0)),
+    Parameter("data_root", None, "folder holding the datasets; default $DAPO_DATA or data/", text()),
+    Parameter("dataset_roots", None, 'per-dataset folders, e.g. {"visa": "/data/VisA_20220922"}', dataset_roots_dict),
+    Parameter("backbone", None, "OpenCLIP model name; default: the profile's", text()),
+    Parameter("pretrained", None, 'OpenCLIP tag ("openai"), "synthetic", or "random"; default: the profile\'s',
+              text()),
+    Parameter("checkpoint", None, 'local weights file for `pretrained` (paper profile offline), '
+              'e.g. "/models/ViT-L-14-336.pt"', existing_file),
+    Parameter("device", "auto", '"auto": CUDA when present, else CPU', device_name),
+    Parameter("precision", "auto", '"auto" (bf16 on CUDA and bf16-capable CPUs, else fp32), "fp32" or "bf16"',
+              choice(*PRECISIONS)),
+    Parameter("epochs", None, "training epochs; default: the profile's", integer(minimum=1, optional=True)),
+    Parameter("train_dataset", None, 'training dataset; default: the profile\'s (paper: "mvtec")', text()),
+    Parameter("target_datasets", None, "zero-shot test datasets; default: the profile's", dataset_list()),
+    Parameter("output_dir", None, "tables; default results/<profile>", text()),
+    Parameter("figures_dir", None, "figures; default figures/<profile>", text()),
+)
+
+SEEDS = Parameter("seeds", [0, 1, 2], "training seeds of every compared method (tables: mean ± std)", seed_list)
+
+#: Parameters of single notebooks, after the common ones (keyed by the notebook's file stem).
+EXTRAS: dict[str, tuple[Parameter, ...]] = {}
+
+
+
+def parameters_for(notebook: str) -> tuple[Parameter, ...]:
+    """The parameters of a notebook (its file stem, e.g. ``"03_multitype"``): common, then its own."""
+    return COMMON + EXTRAS.get(notebook, ())
+
+
+def parameters_cell(notebook: str) -> str:
+    """The source of a notebook's ``parameters`` cell."""
+    params = parameters_for(notebook)
+    width = max(len(f"{p.name} = {_literal(p.default)}") for p in params) + 2
+    width = max(width, 24)
+    return "\n".join([HEADER, *(p.line(width) for p in params)])
+
+
+def defaults(notebook: str) -> dict[str, Any]:
+    return {p.name: p.default for p in parameters_for(notebook)}
+
+
+def validate(notebook: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``values`` (missing names take their defaults; unknown names are refused)."""
+    params = {p.name: p for p in parameters_for(notebook)}
+    unknown = sorted(set(values) - set(params))
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}; known: {', '.join(params)}")
+    checked = {}
+    for name, param in params.items():
+        checked[name] = param.check(name, values.get(name, param.default))
+    return checked
+
+
+def injected_names(history: list[str] | None) -> set[str]:
+    """Names assigned in the cell papermill injected (found in IPython's ``In`` history)."""
+    names: set[str] = set()
+    for source in history or []:
+        if source.splitlines()[:1] != [PAPERMILL_MARKER]:
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        names |= {target.id for node in tree.body if isinstance(node, ast.Assign)
+                  for target in node.targets if isinstance(target, ast.Name)}
+    return names
+
+
+def from_namespace(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """A notebook's validated parameters read from its namespace (``globals()``).
+
+    Names papermill injected that are not parameters of this notebook are refused, so a
+    mistyped ``-p epoch 3`` stops the run instead of being ignored.
+    """
+    known = {p.name for p in parameters_for(notebook)}
+    unknown = sorted(injected_names(namespace.get("In")) - known)
+    if unknown:
+        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}; known: {', '.join(sorted(known))}")
+    return validate(notebook, {name: namespace[name] for name in known if name in namespace})
+
+
+# ----------------------------------------------------------------------------- notebook files
+
+
+def notebook_cells(path: Path) -> tuple[dict, int]:
+    """A notebook's JSON and the index of its ``parameters``-tagged cell."""
+    nb = json.loads(Path(path).read_text())
+    for index, cell in enumerate(nb["cells"]):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return nb, index
+    raise ValueError(f"{path} has no cell tagged 'parameters'")
+
+
+def write_parameters_cells(paths: list[Path]) -> list[Path]:
+    """Rewrite the ``parameters`` cell of each notebook from this module; returns those changed."""
+    changed = []
+    for path in paths:
+        nb, index = notebook_cells(path)
+        source = parameters_cell(Path(path).stem)
+        if "".join(nb["cells"][index]["source"]) != source:
+            nb["cells"][index]["source"] = source.splitlines(keepends=True)
+            Path(path).write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            changed.append(Path(path))
+    return changed
+
+
+def main() -> int:
+    from dapo.paths import REPO_ROOT
+
+    paths = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    for path in write_parameters_cells(paths):
+        print(f"rewrote the parameters cell of {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
