@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from dapo.losses import stage_probabilities
 from dapo.model import DAPO, DAPOOutput
 from dapo.precision import autocast
+from dapo.vocabulary import check_vocabulary
 
 
 @dataclass
@@ -101,10 +102,8 @@ class Predictor:
     """
 
     def __init__(self, model: DAPO, vocabulary: Sequence[str], *, product: str | None = None) -> None:
+        self.vocabulary = check_vocabulary(vocabulary, source="Predictor vocabulary")
         self.model = model.eval()
-        self.vocabulary = tuple(vocabulary)
-        if not self.vocabulary:
-            raise ValueError("Predictor needs at least one defect name")
         self.product = product
         with torch.no_grad(), autocast(model.device, "auto" if model.device.type == "cuda" else "fp32"):
             self.text_embeddings = model.encode_text(self.vocabulary, product).float()

@@ -28,8 +28,9 @@ from torch import nn
 from dapo.backbone import Backbone
 from dapo.config import DAPOConfig
 from dapo.progressive import DeepPrompts, run_blocks
-from dapo.prompts import (LearnedContext, check_placeholders, handcrafted_state_prompts, learned_prompt_texts,
-                          placeholder_id, token_embedding_stats)
+from dapo.prompts import (LearnedContext, check_placeholders, defect_phrase, handcrafted_state_prompts,
+                          learned_prompt_texts, placeholder_id, token_embedding_stats)
+from dapo.vocabulary import check_prompts_fit, check_vocabulary, context_length
 
 TEXT_CHUNK = 512
 
@@ -169,22 +170,31 @@ class DAPO(nn.Module):
         return self.encode_text(vocabulary)
 
     def _check_vocabulary(self, vocabulary: Sequence[str]) -> tuple[str, ...]:
-        if isinstance(vocabulary, str):
-            raise TypeError(f"vocabulary must be a sequence of defect names, not the string {vocabulary!r}")
-        vocabulary = tuple(vocabulary)
-        if not self.binary and not vocabulary:
-            raise ValueError("a defect-aware model needs a non-empty vocabulary of defect names")
-        if len(set(vocabulary)) != len(vocabulary):
-            raise ValueError(f"duplicate defect names in vocabulary {vocabulary}")
-        return vocabulary
+        """The shared validator (:func:`dapo.vocabulary.check_vocabulary`); binary models may get none."""
+        return check_vocabulary(vocabulary, allow_empty=self.binary)
+
+    def _check_prompts_fit(self, vocabulary: tuple[str, ...], texts: Sequence[Sequence[str]], layout: str,
+                           hint: str) -> None:
+        """Every prompt (``texts``: one list per state) must fit the text tower uncut."""
+        words = ("", "") if self.binary else ("", *(defect_phrase(d) for d in vocabulary))
+        prompts = [(state, text, own) for state, own, state_texts in zip(self.state_names(vocabulary), words, texts)
+                   for text in state_texts]
+        limit = context_length(self.backbone.tokenizer, int(self.backbone.text.positional_embedding.shape[0]))
+        check_prompts_fit(self.backbone.tokenizer, limit, prompts, layout, hint)
 
     def _prompt_ids(self, vocabulary: tuple[str, ...]) -> torch.Tensor:
-        """Token ids of the K+1 learned prompts (cached per vocabulary)."""
+        """Token ids of the K+1 learned prompts (cached per vocabulary); refuses prompts that would be cut."""
         key = () if self.binary else vocabulary
         if key not in self._ids_cache:
             n_deep = self.text_deep.n_tokens if self.text_deep is not None else 0
             n_placeholders = n_deep + self.config.n_ctx
-            ids = self.backbone.tokenize(learned_prompt_texts(self.config, vocabulary, n_placeholders))
+            texts = learned_prompt_texts(self.config, vocabulary, n_placeholders)
+            suffix = f"{self.config.abnormal_word} {self.config.object_word}".strip()
+            self._check_prompts_fit(
+                vocabulary, [[text] for text in texts],
+                f"{n_deep} deep-token and {self.config.n_ctx} context placeholders and {suffix!r}",
+                "use a shorter defect name, or fewer prompt tokens (n_ctx, text_deep_tokens)")
+            ids = self.backbone.tokenize(texts)
             check_placeholders(ids, n_placeholders, self._placeholder)
             self._ids_cache[key] = ids
         return self._ids_cache[key]
@@ -214,6 +224,8 @@ class DAPO(nn.Module):
             context = self.context.contexts(n_states - 1)
             return self._run_text(ids.repeat_interleave(n_prompts, dim=0), context), [n_prompts] * n_states
         states = handcrafted_state_prompts(self.config, vocabulary, product)
+        self._check_prompts_fit(vocabulary, states, "the rest of the template and state phrase",
+                                "use a shorter defect or product name, or shorter templates and state phrases")
         ids = self.backbone.tokenize([text for state in states for text in state])
         embeddings = torch.cat([self._run_text(chunk) for chunk in ids.split(TEXT_CHUNK)])
         return embeddings, [len(state) for state in states]

@@ -15,14 +15,18 @@ import pandas as pd
 from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
-CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
-CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711])
+from dapo.data.images import normalisation
 
 
-def denormalise(image) -> np.ndarray:
-    """CLIP-normalised ``[3, H, W]`` tensor or array -> ``[H, W, 3]`` floats in [0, 1]."""
+def denormalise(image, mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> np.ndarray:
+    """Normalised ``[3, H, W]`` tensor or array -> ``[H, W, 3]`` floats in [0, 1].
+
+    ``mean``/``std``: the normalisation the images were made with (the dataset's, i.e. the
+    backbone's); default OpenAI CLIP's, as :func:`dapo.data.open_dataset`.
+    """
+    mean, std = normalisation(mean, std)
     arr = np.asarray(image, dtype=np.float64).transpose(1, 2, 0)
-    return np.clip(arr * CLIP_STD + CLIP_MEAN, 0.0, 1.0)
+    return np.clip(arr * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
 
 
 def type_colormap(n_classes: int) -> ListedColormap:
@@ -32,8 +36,8 @@ def type_colormap(n_classes: int) -> ListedColormap:
     return ListedColormap(colours)
 
 
-def _overlay(ax, image, type_mask, n_classes: int, title: str = "") -> None:
-    ax.imshow(denormalise(image))
+def _overlay(ax, image, type_mask, n_classes: int, title: str = "", mean=None, std=None) -> None:
+    ax.imshow(denormalise(image, mean, std))
     if type_mask is not None:
         ax.imshow(np.asarray(type_mask), cmap=type_colormap(n_classes), vmin=0, vmax=n_classes - 1,
                   interpolation="nearest")
@@ -49,28 +53,37 @@ def _legend(fig, class_names: Sequence[str]) -> None:
                    bbox_to_anchor=(0.5, 0.02), frameon=False)
 
 
-def sample_grid(samples: Sequence[dict], class_names: Sequence[str], ncols: int = 6) -> plt.Figure:
-    """Images with their ground-truth per-type masks overlaid; ``class_names[0]`` is normal."""
+def sample_grid(samples: Sequence[dict], class_names: Sequence[str], ncols: int = 6, *,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> plt.Figure:
+    """Images with their ground-truth per-type masks overlaid; ``class_names[0]`` is normal.
+
+    ``mean``/``std``: the samples' normalisation (see :func:`denormalise`).
+    """
     nrows = int(np.ceil(len(samples) / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(2.0 * ncols, 2.1 * nrows + 0.5), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, sample in zip(axes.ravel(), samples):
         defects = ", ".join(sample["defects"]) or "good"
-        _overlay(ax, sample["image"], sample["type_mask"], len(class_names), f"{sample['product']}\n{defects}")
+        _overlay(ax, sample["image"], sample["type_mask"], len(class_names), f"{sample['product']}\n{defects}",
+                 mean, std)
     _legend(fig, class_names)
     fig.subplots_adjust(bottom=0.12)
     return fig
 
 
-def qualitative(images, true_masks, pred_masks, class_names: Sequence[str], titles: Sequence[str]) -> plt.Figure:
-    """Rows: image, ground-truth per-type mask, predicted per-type mask (argmax)."""
+def qualitative(images, true_masks, pred_masks, class_names: Sequence[str], titles: Sequence[str], *,
+                mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> plt.Figure:
+    """Rows: image, ground-truth per-type mask, predicted per-type mask (argmax).
+
+    ``mean``/``std``: the images' normalisation (see :func:`denormalise`).
+    """
     n = len(images)
     fig, axes = plt.subplots(3, n, figsize=(2.0 * n, 6.6), squeeze=False)
     for j in range(n):
-        _overlay(axes[0, j], images[j], None, len(class_names), titles[j])
-        _overlay(axes[1, j], images[j], true_masks[j], len(class_names), "ground truth")
-        _overlay(axes[2, j], images[j], pred_masks[j], len(class_names), "prediction")
+        _overlay(axes[0, j], images[j], None, len(class_names), titles[j], mean, std)
+        _overlay(axes[1, j], images[j], true_masks[j], len(class_names), "ground truth", mean, std)
+        _overlay(axes[2, j], images[j], pred_masks[j], len(class_names), "prediction", mean, std)
     _legend(fig, class_names)
     fig.subplots_adjust(bottom=0.08)
     return fig

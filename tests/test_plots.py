@@ -1,6 +1,7 @@
 """Figure helpers: inverse normalisation, colour maps, projections."""
 
 import numpy as np
+import open_clip
 import pytest
 import matplotlib
 
@@ -12,8 +13,20 @@ from dapo import plots  # noqa: E402
 def test_denormalise_inverts_clip_normalisation():
     rng = np.random.default_rng(0)
     rgb = rng.random((5, 7, 3))
-    normalised = ((rgb - plots.CLIP_MEAN) / plots.CLIP_STD).transpose(2, 0, 1)
+    mean, std = np.array(open_clip.OPENAI_DATASET_MEAN), np.array(open_clip.OPENAI_DATASET_STD)
+    normalised = ((rgb - mean) / std).transpose(2, 0, 1)
     np.testing.assert_allclose(plots.denormalise(normalised), rgb, atol=1e-12)
+
+
+def test_denormalise_takes_the_datasets_mean_and_std():
+    rng = np.random.default_rng(1)
+    rgb = rng.random((4, 6, 3))
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    normalised = ((rgb - np.array(mean)) / np.array(std)).transpose(2, 0, 1)
+    np.testing.assert_allclose(plots.denormalise(normalised, mean, std), rgb, atol=1e-12)
+    assert not np.allclose(plots.denormalise(normalised), rgb, atol=1e-3)  # OpenAI's would be wrong here
+    with pytest.raises(ValueError, match="3 channels and std > 0"):
+        plots.denormalise(normalised, mean, (0.2, 0.0, 0.3))
 
 
 def test_type_colormap_keeps_normal_transparent():

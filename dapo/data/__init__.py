@@ -1,21 +1,29 @@
 """Datasets in their official layouts, the defect knowledge base, the layout writer, statistics.
 
 Entry points: :func:`open_dataset` (any dataset by name), :func:`collate_samples` (batching),
+:func:`read_rgb` / :func:`read_label_map` (file decoding, every PIL mode converted or refused),
 :func:`load_knowledge` and friends (the knowledge base), :func:`write_tree` (fixture and
 synthetic-world writer), :func:`product_statistics` / :func:`summary_statistics`.
 """
 
 from dapo.data.base import (
-    CLIP_MEAN,
-    CLIP_STD,
     AnomalyDataset,
-    CorruptImageError,
     DatasetRootError,
     EmptyProductError,
     MaskSizeMismatchError,
     MissingMaskError,
     Record,
     collate_samples,
+)
+from dapo.data.images import (
+    CLIP_MEAN,
+    CLIP_STD,
+    CorruptImageError,
+    ImageConversionWarning,
+    SuspiciousMaskWarning,
+    UnsupportedImageError,
+    read_label_map,
+    read_rgb,
 )
 from dapo.data.knowledge import (
     DatasetKnowledge,
@@ -47,6 +55,7 @@ __all__ = [
     "DatasetKnowledge",
     "DatasetRootError",
     "EmptyProductError",
+    "ImageConversionWarning",
     "LayoutImage",
     "MADReal",
     "MADSim",
@@ -55,8 +64,10 @@ __all__ = [
     "MaskSizeMismatchError",
     "MissingMaskError",
     "RealIAD",
+    "SuspiciousMaskWarning",
     "Record",
     "UnknownDefectError",
+    "UnsupportedImageError",
     "VisA",
     "available_datasets",
     "collate_samples",
@@ -68,6 +79,8 @@ __all__ = [
     "normal_state_prompts",
     "open_dataset",
     "product_statistics",
+    "read_label_map",
+    "read_rgb",
     "seen_unseen",
     "summary_statistics",
     "write_tree",

@@ -1,10 +1,11 @@
-"""Common base of the dataset loaders: the sample contract, image/mask reading, errors.
+"""Common base of the dataset loaders: the sample contract, defect mapping, errors.
 
 A loader subclass only indexes its layout into :class:`Record` s (``_index``); reading,
-resizing, defect mapping, vocabularies, filtering and subsetting live here. Samples follow
+resizing, defect mapping, vocabularies, filtering and subsetting live here (file decoding:
+:mod:`dapo.data.images`). Samples follow
 the contract of ``docs/ARCHITECTURE.md``::
 
-    image      float32 [3, S, S]  bicubic resize to S x S, CLIP mean/std normalised
+    image      float32 [3, S, S]  bicubic resize to S x S, normalised by the dataset's mean/std
     mask       float32 [S, S]     binary anomaly mask, nearest-neighbour resize
     type_mask  int64   [S, S]     0 normal, k = 1-based index into the vocabulary in force
     label      int                0 normal, 1 anomalous
@@ -32,13 +33,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
+from dapo.data.images import SuspiciousMaskWarning, clip_tensor, normalisation, read_label_map, read_rgb, state_once
 from dapo.data.knowledge import DatasetKnowledge, load_knowledge, product_key
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "test", "all")
 VOCAB_SCOPES = ("product", "dataset")
@@ -50,10 +49,6 @@ class DatasetRootError(FileNotFoundError):
 
 class MissingMaskError(FileNotFoundError):
     """An anomalous image has no ground-truth mask."""
-
-
-class CorruptImageError(OSError):
-    """An image or mask file cannot be decoded."""
 
 
 class MaskSizeMismatchError(ValueError):
@@ -80,45 +75,12 @@ class Record:
     mask_ids: tuple[tuple[int, str], ...] = ()
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image as ``(H, W, 3)`` uint8; ``CorruptImageError`` names an unreadable file."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:
-        raise CorruptImageError(f"cannot read image {path}: {error}") from error
-
-
-def read_label_map(path: str | Path) -> np.ndarray:
-    """Decode a mask as ``(H, W)`` integers keeping its raw values (palette indices, grey levels)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode in ("RGB", "RGBA"):
-                return np.asarray(image.convert("RGB")).max(axis=2).astype(np.int64)
-            if image.mode == "LA":
-                image = image.convert("L")
-            return np.asarray(image).astype(np.int64)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise CorruptImageError(f"cannot read mask {path}: {error}") from error
-
-
 def resize_nearest(array: np.ndarray, size: int) -> np.ndarray:
     """Nearest-neighbour resize of a 2-D array to ``size x size`` (pixel-centre sampling)."""
     height, width = array.shape
     rows = np.minimum(((np.arange(size) + 0.5) * height / size).astype(np.int64), height - 1)
     cols = np.minimum(((np.arange(size) + 0.5) * width / size).astype(np.int64), width - 1)
     return array[rows[:, None], cols[None, :]]
-
-
-def clip_tensor(image: np.ndarray, size: int) -> torch.Tensor:
-    """``(H, W, 3)`` uint8 -> float32 ``[3, size, size]``, bicubic resize, CLIP-normalised."""
-    resized = np.asarray(Image.fromarray(image).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
-    tensor = torch.from_numpy(resized / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD).view(3, 1, 1)
-    return ((tensor - mean) / std).float()
 
 
 class AnomalyDataset(Dataset):
@@ -140,6 +102,9 @@ class AnomalyDataset(Dataset):
         Keep only these products (names as on disk or canonical).
     knowledge:
         Knowledge base to use; defaults to the loader's own (``knowledge_name``).
+    mean, std:
+        Per-channel image normalisation; default OpenAI CLIP's (``open_clip.OPENAI_DATASET_MEAN``
+        / ``_STD``). Pass the backbone's ``mean``/``std`` for weights trained with others.
     """
 
     knowledge_name: str = ""
@@ -155,6 +120,8 @@ class AnomalyDataset(Dataset):
         exclude_multi_defect: bool = False,
         products: Sequence[str] | None = None,
         knowledge: DatasetKnowledge | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -169,6 +136,7 @@ class AnomalyDataset(Dataset):
         self.split = split
         self.vocab_scope = vocab_scope
         self.exclude_multi_defect = exclude_multi_defect
+        self.mean, self.std = normalisation(mean, std)
         if not self.root.is_dir():
             raise DatasetRootError(
                 f"{self.knowledge.title} root {self.root} does not exist or is not a folder; "
@@ -262,9 +230,12 @@ class AnomalyDataset(Dataset):
             vocabulary = self.vocabulary(record.product) if self.vocab_scope == "product" else self._dataset_vocabulary
             lookup = np.array([0] + [vocabulary.index(d) + 1 for d in defects], dtype=np.int64)
             types = lookup[positions]
-        types = resize_nearest(types, self.image_size)
+        resized = resize_nearest(types, self.image_size)
+        if record.native:
+            _check_mask_content(record, types, resized)
+        types = resized
         return {
-            "image": clip_tensor(image, self.image_size),
+            "image": clip_tensor(image, self.image_size, self.mean, self.std),
             "mask": torch.from_numpy((types > 0).astype(np.float32)),
             "type_mask": torch.from_numpy(types),
             "label": int(bool(record.native)),
@@ -304,6 +275,21 @@ class AnomalyDataset(Dataset):
         if self.exclude_multi_defect:
             vocabulary -= self.knowledge.multi_defect_superclasses
         return tuple(sorted(vocabulary))
+
+
+def _check_mask_content(record: Record, types: np.ndarray, resized: np.ndarray) -> None:
+    """State (once per kind) masks of anomalous images that mark no pixel, every pixel, or
+    only pixels the nearest-neighbour resize to the input size skips."""
+    if not types.any():
+        state_once("mask empty", f"anomalous image {record.path} has a mask without an anomalous pixel "
+                                 f"({record.mask_path})", SuspiciousMaskWarning)
+    elif types.all():
+        state_once("mask full", f"mask {record.mask_path} marks every pixel of {record.path} anomalous "
+                                f"(an inverted mask?)", SuspiciousMaskWarning)
+    elif not resized.any():
+        state_once("mask vanished", f"the defect pixels of mask {record.mask_path} all fall between the samples "
+                                    f"of the nearest-neighbour resize to {resized.shape[0]} px; the sample's mask "
+                                    f"is empty", SuspiciousMaskWarning)
 
 
 def collate_samples(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

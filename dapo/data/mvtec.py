@@ -10,7 +10,8 @@ Layout (as distributed)::
 Defect folders map to superclasses through the knowledge base (``mvtec.yaml``); the
 ``combined`` folder holds images with several defects and one binary mask, so its pixels
 carry the ``combined`` superclass. Grey-scale images (grid, screw, zipper) are read as RGB.
-Files beside the product folders (license, readme) are ignored.
+Files beside the product folders (license, readme) and hidden files (macOS ``._000.png``
+resource forks left by unpacking archives) are ignored.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class MVTecStyleDataset(AnomalyDataset):
         records: list[Record] = []
         folders = sorted(p for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
         for folder in folders:
-            images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(p for p in folder.iterdir()
+                            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
             if folder.name == GOOD_FOLDER:
                 records.extend(Record(str(p), product, (), None) for p in images)
                 continue

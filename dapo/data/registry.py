@@ -32,12 +32,16 @@ def open_dataset(
     vocab_scope: str = "product",
     exclude_multi_defect: bool = False,
     products: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
 ) -> AnomalyDataset:
     """Open dataset ``name`` stored at ``root``.
 
     ``name`` is a knowledge-base name (``"mvtec"``, ``"visa"``, ``"mpdd"``, ``"mad_sim"``,
     ``"mad_real"``, ``"real_iad"``, ``"synthetic_<world>"``) or the path of a knowledge
-    YAML file; its ``layout`` picks the loader. Other arguments: :class:`AnomalyDataset`.
+    YAML file; its ``layout`` picks the loader. ``mean``/``std``: the image normalisation
+(default OpenAI CLIP's; pass ``backbone.mean``/``backbone.std``). Other arguments:
+:class:`AnomalyDataset`.
     """
     knowledge = load_knowledge(name)
     loader = LOADERS[knowledge.layout]
@@ -49,4 +53,6 @@ def open_dataset(
         exclude_multi_defect=exclude_multi_defect,
         products=products,
         knowledge=knowledge,
+        mean=mean,
+        std=std,
     )

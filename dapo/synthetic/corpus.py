@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
-import open_clip
 import torch
 
+from dapo.data.images import to_clip_tensor
 from dapo.synthetic.captions import CaptionKey, CaptionPolicy, sample_caption
 from dapo.synthetic.defects import DEFECTS
 from dapo.synthetic.generator import STYLES, SyntheticImage, applicable_defects, generate_image, make_rng
@@ -122,10 +122,9 @@ def patch_labels(image: SyntheticImage, patch_size: int, threshold: float) -> np
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 ``(H, W, 3)`` -> float ``(3, H, W)`` with CLIP's mean/std normalisation (as the loaders)."""
-    mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(3, 1, 1)
-    std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(3, 1, 1)
-    return (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0 - mean) / std
+    """uint8 ``(H, W, 3)`` -> float ``(3, H, W)`` with OpenAI CLIP's mean/std, as the loaders'
+    default (the compact CLIP is trained on it, so its ``Backbone`` keeps that default)."""
+    return to_clip_tensor(image)
 
 
 def full_view(spec: CorpusSpec, seed: int, index: int, product: str | None = None) -> View:
