@@ -19,8 +19,18 @@ from dapo.model import DAPO
 
 
 def dapo() -> DAPOConfig:
-    """DAPO with the paper's defaults (progressive tuning at full depth, CLIP-space init)."""
+    """DAPO: the paper where it states a thing, the released code where the paper is silent
+    (progressive tuning at full depth, CLIP-space text init, raw patch tokens, global image score)."""
     return DAPOConfig()
+
+
+def dapo_official() -> DAPOConfig:
+    """DAPO as the released code runs it, quirks included (``docs/FIDELITY.md``): "flawless" as the
+    normal word, a constant carry-over alpha = 0.01, the official text layout (deep tokens without
+    positional embedding, no causal mask, pooling 4 tokens before EOT), the local loss summed over
+    the stages, and binary detection over the dataset-wide defect list."""
+    return DAPOConfig(name="DAPO (official code)", normal_word="flawless", alpha_decay=1.0, text_layout="official",
+                      local_reduction="sum", inference_vocabulary="dataset")
 
 
 def dapo_naive() -> DAPOConfig:
@@ -34,7 +44,7 @@ def dapo_attention() -> DAPOConfig:
 
 
 def dapo_random_init() -> DAPOConfig:
-    """Ablation (appendix 10.2): tokens drawn from N(0, 1)."""
+    """Ablation (appendix 10.2): every learned token drawn from N(0, 1)."""
     return DAPOConfig(name="DAPO (random init)", init="random")
 
 
@@ -47,47 +57,66 @@ def clip_ac() -> DAPOConfig:
     """CLIP-AC: no training; ensembles of "a photo of a normal/damaged [cls]" over templates.
 
     Binary; patch maps from CLIP's own projection of ``ln_post``-normalised patch tokens;
-    image score = global score only; CLIP's own logit scale. Templates come from the
-    knowledge base (``multiads_templates``).
+    prompt embeddings normalised before the mean (CLIP's prompt ensembling); image score =
+    global score only; CLIP's own logit scale. Templates come from the knowledge base
+    (``multiads_templates``).
     """
     return DAPOConfig(name="CLIP-AC", text_prompts="handcrafted_binary", normal_states=("normal {}",),
-                      abnormal_states=("damaged {}",), text_depth=0, vision_depth=0, train_adapters=False,
-                      temperature=None, image_score_global_weight=1.0, smoothing_sigma=0.0)
+                      abnormal_states=("damaged {}",), state_mean="normalized", text_depth=0, vision_depth=0,
+                      patch_ln_post=True, adapter_init="projection", train_adapters=False, temperature=None,
+                      image_score_global_weight=1.0, smoothing_sigma=0.0)
 
 
 def multiads() -> DAPOConfig:
-    """MultiADS: handcrafted defect-aware prompts (knowledge-base states x templates, product names).
+    """MultiADS as its released code runs (boschresearch/MultiADS; AGPL, read for facts only).
 
-    Trainable linear adapters (default ``nn.Linear`` init), no prompt learning; image score =
-    mean of the global score (1 - normal probability over all K+1 states) and the map maximum;
-    inference on the dataset-wide vocabulary (no filtering). Trained with DAPO's local loss
-    (focal + both Dice terms); its global term carries no gradient here (handcrafted text,
-    frozen image encoder), as MultiADS does not tune the global score.
+    Handcrafted defect-aware prompts (knowledge-base states x 35 templates, product names),
+    each prompt normalised before the state mean (``prompt_ensemble``); raw patch tokens
+    (no ``ln_post``) through four default-initialised linear adapters; maps at temperature 0.01
+    (``train.py:187``) with the logits upsampled before the softmax (``train.py:192-194``).
+    Loss per stage (focal + Dice(1 - S[0], M)) / 2, averaged over the stages, no global term
+    (``train.py:200-205``; the paper's Eq. 2 sums the stages). Image score = mean of the top 3
+    of the anomaly map (``test.py:122``; its per-product min-max scaling leaves every
+    per-product image metric unchanged). Binary detection scores the dataset-wide defect list
+    (no filtering). Differs from the MultiADS paper, which averages the map maximum and the
+    global score: see ``multiads_f`` and ``docs/FIDELITY.md``.
     """
-    return DAPOConfig(name="MultiADS", text_prompts="handcrafted_defects", text_depth=0, vision_depth=0,
-                      adapter_init="random", global_score="states", inference_vocabulary="dataset")
+    return DAPOConfig(name="MultiADS", text_prompts="handcrafted_defects", state_mean="normalized", text_depth=0,
+                      vision_depth=0, patch_ln_post=False, adapter_init="random", temperature=0.01,
+                      softmax_before_upsample=False, global_score="states", image_score_global_weight=0.0,
+                      map_score="top3_mean", smoothing_sigma=0.0, inference_vocabulary="dataset", lam=0.5,
+                      global_loss_weight=0.0, dice_terms="abnormal", local_reduction="mean")
 
 
 def multiads_f() -> DAPOConfig:
-    """MultiADS-F: MultiADS with product-irrelevant defect types filtered out at inference."""
-    return multiads().with_overrides(name="MultiADS-F", inference_vocabulary="product")
+    """MultiADS-F: MultiADS scoring only each product's own defect types (``test_prior_knowledge.py``),
+    image score = 1/2 (global + map maximum) (its per-product min-max of the map term is not
+    reproduced: it needs every test score of a product first)."""
+    return multiads().with_overrides(name="MultiADS-F", inference_vocabulary="product",
+                                     image_score_global_weight=0.5, map_score="max")
 
 
 def anomalyclip() -> DAPOConfig:
-    """AnomalyCLIP-style: object-agnostic learned binary prompts with deep text tokens.
+    """AnomalyCLIP as its released code runs (github zqhang/AnomalyCLIP, ``train.sh`` 9_12_4).
 
-    ``[V1..V12] object`` / ``[W1..W12] damaged object`` (one prompt per state), 4 deep text
-    tokens replacing (naive) in the first 9 text layers (capped at the encoder's depth), no vision tokens, frozen projection for
-    the patch maps, image score = global score only, lambda = 1 (its CE + focal + Dice).
-    Not included: AnomalyCLIP's DPAM (diagonally prominent attention) in the vision encoder.
+    Object-agnostic learned binary prompts ``[V1..V12] object.`` / ``[W1..W12] damaged object.``
+    (one prompt per state, N(0, 0.02^2) initialisation, ``prompt_ensemble.py``); 4 deep text
+    tokens overwriting the first four context tokens at text layers 2-9 (naive, depth 9 capped
+    at the encoder's depth); no vision tokens; frozen ``ln_post`` + projection for the patch maps;
+    image score = global score only; maps smoothed with sigma 4 (``test.py``); loss CE + 4 x the
+    stage *sum* of focal + both Dice terms (``train.py:82-104``). Not included yet: DPAM
+    (diagonally prominent attention in the vision tower's last layers).
     """
     return DAPOConfig(name="AnomalyCLIP", text_prompts="object_agnostic", n_prompts=1, n_ctx=12, normal_word="",
-                      abnormal_word="damaged", tuning="naive", text_depth=9, vision_depth=0,
-                      train_adapters=False, image_score_global_weight=1.0, lam=1.0)
+                      abnormal_word="damaged", prompt_suffix=".", init="small", tuning="naive", text_depth=9,
+                      text_deep_layout="context", vision_depth=0, patch_ln_post=True, adapter_init="projection",
+                      train_adapters=False, upsample_align_corners=False, image_score_global_weight=1.0,
+                      smoothing_sigma=4.0, lam=4.0, local_reduction="sum")
 
 
 METHODS: dict[str, Callable[[], DAPOConfig]] = {
     "dapo": dapo,
+    "dapo_official": dapo_official,
     "dapo_naive": dapo_naive,
     "dapo_attention": dapo_attention,
     "dapo_random_init": dapo_random_init,
@@ -98,9 +127,22 @@ METHODS: dict[str, Callable[[], DAPOConfig]] = {
     "anomalyclip": anomalyclip,
 }
 
+#: DAPO's recipe: the paper's Adam, lr 1e-3, batch 8, 5 epochs; where it is silent, the released
+#: train.py: betas (0.5, 0.999), MVTec-AD ``combined`` trained as its own class, its training words.
+DAPO_TRAINING = dict(multi_defect="as_class", train_words="dapo_official")
 
-#: Training recipes that differ from :class:`TrainConfig`'s defaults (DAPO's).
-TRAINING: dict[str, Callable[[], TrainConfig]] = {}
+#: Training recipes (the defaults of :class:`TrainConfig` are the paper's and the official code's).
+TRAINING: dict[str, Callable[[], TrainConfig]] = {
+    **{name: (lambda: TrainConfig(**DAPO_TRAINING))
+       for name in ("dapo", "dapo_naive", "dapo_attention", "dapo_random_init", "dapo_offset_init")},
+    # the official README evaluates the checkpoint after the second epoch; the code trains in fp32
+    "dapo_official": lambda: TrainConfig(**DAPO_TRAINING, epochs=2, precision="fp32"),
+    # MultiADS train.py: batch 4, 10 epochs, mosaic rate 0.2, combined trained as a class
+    "multiads": lambda: TrainConfig(batch_size=4, epochs=10, mosaic_prob=0.2, multi_defect="as_class"),
+    "multiads_f": lambda: TrainConfig(batch_size=4, epochs=10, mosaic_prob=0.2, multi_defect="as_class"),
+    # AnomalyCLIP train.sh: 15 epochs, batch 8
+    "anomalyclip": lambda: TrainConfig(epochs=15, multi_defect="as_class"),
+}
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ only the image encoder. For a batch of images it returns a :class:`Prediction`:
 * ``type_mask`` (B, H, W): pixel-wise argmax (0 = normal, k = vocabulary[k-1]);
 * ``anomaly_map`` (B, H, W): ``1 - type_probs[:, 0]`` (= mean over stages of UP(1 - S_i[0])),
   Gaussian-smoothed with ``config.smoothing_sigma`` pixels;
-* ``image_score`` (B,): ``w * global + (1 - w) * max(anomaly_map)`` with
-  ``w = config.image_score_global_weight``; the global score is the abnormal probability of
-  Eq. 7 (``"pair"``) or 1 - the normal probability over all states (``"states"``, MultiADS);
+* ``image_score`` (B,): ``w * global + (1 - w) * stat(anomaly_map)`` with
+  ``w = config.image_score_global_weight`` (1 for DAPO: the official code scores images by the
+  global score alone) and ``stat = config.map_score`` (max, or MultiADS's top-3 mean); the
+  global score is the abnormal probability of Eq. 7 (``"pair"``) or 1 - the normal
+  probability over all states (``"states"``, MultiADS);
 * ``defect_probs`` (B, K'): Eq. 11, ``sigmoid(logit(z_x, z_Dk) - logit(z_x, z_N))``.
 
 Binary configurations (one abnormal state) spread the abnormal probability evenly over the
@@ -25,7 +27,8 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
-from dapo.losses import stage_probabilities
+from dapo.config import DAPOConfig
+from dapo.losses import config_probabilities
 from dapo.model import DAPO, DAPOOutput
 from dapo.precision import autocast
 from dapo.vocabulary import check_vocabulary
@@ -66,9 +69,19 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return x.squeeze(1)
 
 
-def type_probabilities(stage_logits: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Mean over stages of the upsampled per-stage softmax maps: (B, S, H, W)."""
-    return torch.stack([stage_probabilities(logits, size) for logits in stage_logits]).mean(dim=0)
+def type_probabilities(stage_logits: list[torch.Tensor], size: tuple[int, int], config: DAPOConfig | None = None
+                       ) -> torch.Tensor:
+    """Mean over stages of the upsampled per-stage probability maps: (B, S, H, W)."""
+    config = config or DAPOConfig()
+    return torch.stack([config_probabilities(config, logits, size) for logits in stage_logits]).mean(dim=0)
+
+
+def map_statistic(anomaly_map: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-image statistic of (B, H, W) maps: ``"max"``, or ``"top3_mean"`` (MultiADS ``test.py``)."""
+    flat = anomaly_map.flatten(1)
+    if kind == "max":
+        return flat.amax(1)
+    return flat.topk(min(3, flat.shape[1]), dim=1).values.mean(1)
 
 
 def global_anomaly_score(output: DAPOOutput, mode: str) -> torch.Tensor:
@@ -81,7 +94,7 @@ def global_anomaly_score(output: DAPOOutput, mode: str) -> torch.Tensor:
 def predict(model: DAPO, output: DAPOOutput, size: tuple[int, int], n_defects: int) -> Prediction:
     """Turn raw outputs into a :class:`Prediction` for a vocabulary of ``n_defects`` names."""
     config = model.config
-    probs = type_probabilities(output.stage_logits, size)
+    probs = type_probabilities(output.stage_logits, size, config)
     state_logits = output.state_logits.float()
     defect_logits = state_logits[:, 1:] - state_logits[:, :1]
     if model.binary:
@@ -89,7 +102,9 @@ def predict(model: DAPO, output: DAPOOutput, size: tuple[int, int], n_defects: i
         defect_logits = defect_logits.expand(-1, n_defects)
     anomaly_map = gaussian_smooth(1.0 - probs[:, 0], config.smoothing_sigma)
     w = config.image_score_global_weight
-    image_score = w * global_anomaly_score(output, config.global_score) + (1.0 - w) * anomaly_map.flatten(1).amax(1)
+    image_score = w * global_anomaly_score(output, config.global_score)
+    if w < 1.0:
+        image_score = image_score + (1.0 - w) * map_statistic(anomaly_map, config.map_score)
     return Prediction(image_score=image_score, anomaly_map=anomaly_map, type_probs=probs,
                       type_mask=probs.argmax(dim=1), defect_probs=torch.sigmoid(defect_logits))
 

@@ -18,6 +18,7 @@ state: their outputs have K = 1 whatever vocabulary is passed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -51,12 +52,26 @@ class DAPOOutput:
     text_embeddings: torch.Tensor
 
 
-def vision_token_stats(backbone: Backbone) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distribution of a vision input token: ``ln_pre`` bias and |weight| (what LayerNorm outputs).
+def vision_token_init(backbone: Backbone, config: DAPOConfig) -> tuple[torch.Tensor, torch.Tensor, str, float | None]:
+    """``(mean, std, init, bound)`` for :func:`dapo.prompts.sample_tokens` of the vision deep tokens.
 
-    The vision tower has no token table, so the "CLIP space" initialisation of its deep tokens
-    draws from the per-dimension distribution of layer-normalised input tokens.
+    ``init="random"`` draws N(0, 1); otherwise ``config.vision_token_init``: ``"vpt_uniform"``
+    U(+-sqrt(6 / (3 * patch_h * patch_w + width))) (the official code, VPT's rule) or ``"ln_pre"``.
     """
+    width = backbone.vision_width
+    if config.init == "random":
+        return torch.zeros(width), torch.ones(width), "random", None
+    if config.vision_token_init == "vpt_uniform":
+        patch_h, patch_w = backbone.patch_size
+        bound = math.sqrt(6.0 / (3 * patch_h * patch_w + width))
+        return torch.zeros(width), torch.ones(width), "uniform", bound
+    mean, std = vision_token_stats(backbone)
+    return mean, std, "clip", None
+
+
+def vision_token_stats(backbone: Backbone) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distribution of a vision input token: ``ln_pre`` bias and |weight| (what LayerNorm outputs);
+    the ``"ln_pre"`` initialisation of the vision deep tokens draws from it."""
     ln_pre = backbone.visual.ln_pre
     width = backbone.vision_width
     if isinstance(ln_pre, nn.LayerNorm) and ln_pre.weight is not None:
@@ -92,23 +107,30 @@ class DAPO(nn.Module):
         device = backbone.visual.conv1.weight.device
         generator = torch.Generator().manual_seed(config.seed)
         text_mean, text_std = token_embedding_stats(backbone.text.token_embedding.weight.cpu())
-        token_init = "random" if config.init == "random" else "clip"
+        deep_init = config.init if config.init in ("random", "small") else "clip"
 
         self.context = LearnedContext(config, text_mean, text_std, generator) if config.learned_prompts else None
         self.text_deep = None
         if config.uses_text_deep_tokens:
+            n_text = len(backbone.text_blocks)
+            depth = self._depth("text_depth", n_text)
+            if config.text_layout == "official" and depth < n_text:
+                raise ValueError(f"text_layout='official' is implemented at full text depth only ({n_text} layers): "
+                                 f"the released code drops shallower deep tokens mid-sequence")
+            layers = (1, depth) if config.text_deep_layout == "prefix" else (2, depth - 1)  # (first layer, count)
+            if layers[1] < 1:
+                raise ValueError(f"text_deep_layout='context' needs text_depth >= 2, got {depth}")
             self.text_deep = DeepPrompts(
-                config.text_deep_tokens, backbone.text_width, self._depth("text_depth", len(backbone.text_blocks)),
-                mode=config.tuning, alpha0=config.alpha0, alpha_decay=config.alpha_decay, mean=text_mean,
-                std=text_std, init=token_init, generator=generator)
+                config.text_deep_tokens, backbone.text_width, layers[1], first_layer=layers[0], mode=config.tuning,
+                alpha0=config.alpha0, alpha_decay=config.alpha_decay, mean=text_mean, std=text_std, init=deep_init,
+                generator=generator)
         self.vision_deep = None
         if config.uses_vision_deep_tokens:
-            vision_mean, vision_std = vision_token_stats(backbone)
+            mean, std, init, bound = vision_token_init(backbone, config)
             self.vision_deep = DeepPrompts(
                 config.vision_deep_tokens, backbone.vision_width,
                 self._depth("vision_depth", len(backbone.vision_blocks)), mode=config.tuning, alpha0=config.alpha0,
-                alpha_decay=config.alpha_decay, mean=vision_mean, std=vision_std, init=token_init,
-                generator=generator)
+                alpha_decay=config.alpha_decay, mean=mean, std=std, init=init, bound=bound, generator=generator)
         self.adapters = nn.ModuleList(
             make_adapter(backbone, config.adapter_init, config.train_adapters, generator) for _ in backbone.tap_layers)
         self._placeholder = placeholder_id(backbone.tokenizer)
@@ -186,7 +208,7 @@ class DAPO(nn.Module):
         """Token ids of the K+1 learned prompts (cached per vocabulary); refuses prompts that would be cut."""
         key = () if self.binary else vocabulary
         if key not in self._ids_cache:
-            n_deep = self.text_deep.n_tokens if self.text_deep is not None else 0
+            n_deep = self._deep_placeholders
             n_placeholders = n_deep + self.config.n_ctx
             texts = learned_prompt_texts(self.config, vocabulary, n_placeholders)
             suffix = f"{self.config.abnormal_word} {self.config.object_word}".strip()
@@ -199,15 +221,34 @@ class DAPO(nn.Module):
             self._ids_cache[key] = ids
         return self._ids_cache[key]
 
+    @property
+    def _deep_placeholders(self) -> int:
+        """Placeholder positions the tokenised prompt reserves for deep text tokens."""
+        if self.text_deep is None or self.config.text_deep_layout == "context" or self.config.text_layout == "official":
+            return 0
+        return self.text_deep.n_tokens
+
     def _run_text(self, ids: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Text transformer on token ids with optional context after the deep-token slots: (P, C)."""
-        ids = ids[:, : self.backbone.text_length(ids)].to(self.device)
-        n_deep = self.text_deep.n_tokens if self.text_deep is not None else 0
-        x = self.backbone.embed_text(ids, context, start=1 + n_deep)
+        """Text transformer on token ids, learned context after the deep-token slots: (P, C).
+
+        ``text_layout="clip"``: deep tokens in their placeholder slots, causal mask, padding after
+        the last EOT cut (it cannot change a causal EOT embedding). ``"official"``: deep tokens
+        inserted after SOT without positional embedding, full padded length, no mask, pooled at
+        the template's EOT index (the released code's behaviour).
+        """
+        official = self.config.text_layout == "official" and self.text_deep is not None
+        if not official:
+            ids = ids[:, : self.backbone.text_length(ids)]
+        ids = ids.to(self.device)
+        n_slot = self.text_deep.n_tokens if self.text_deep is not None else 0
+        x = self.backbone.embed_text(ids, context, start=1 + self._deep_placeholders)
         mask = self.backbone.text_attn_mask
         mask = mask[: ids.shape[1], : ids.shape[1]] if mask is not None else None
+        if official:
+            x = torch.cat([x[:, :1], x.new_zeros(x.shape[0], n_slot, x.shape[2]), x[:, 1:]], dim=1)
+            mask = None
         x, _ = run_blocks(self.backbone.text_blocks, x, attn_mask=mask, deep=self.text_deep,
-                          slot=slice(1, 1 + n_deep))
+                          slot=slice(1, 1 + n_slot))
         return self.backbone.pool_text(x, ids)
 
     def prompt_embeddings(self, vocabulary: Sequence[str] = (), product: str | None = None
@@ -231,10 +272,11 @@ class DAPO(nn.Module):
         return embeddings, [len(state) for state in states]
 
     def _encode_learned(self, vocabulary: tuple[str, ...]) -> torch.Tensor:
-        return _state_means(*self.prompt_embeddings(vocabulary))
+        return state_means(*self.prompt_embeddings(vocabulary), normalize_first=self.config.state_mean == "normalized")
 
     def _encode_handcrafted(self, vocabulary: tuple[str, ...], product: str | None) -> torch.Tensor:
-        return _state_means(*self.prompt_embeddings(vocabulary, product))
+        return state_means(*self.prompt_embeddings(vocabulary, product),
+                           normalize_first=self.config.state_mean == "normalized")
 
     # ------------------------------------------------------------------ image side
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
@@ -297,8 +339,11 @@ def _similarity(image_embedding: torch.Tensor, text: torch.Tensor) -> torch.Tens
     return torch.einsum("bc,bsc->bs", image_embedding, text)
 
 
-def _state_means(embeddings: torch.Tensor, counts: list[int]) -> torch.Tensor:
-    """Normalise each prompt embedding, average per state, normalise again: (S, C)."""
-    embeddings = F.normalize(embeddings.float(), dim=-1)
+def state_means(embeddings: torch.Tensor, counts: list[int], normalize_first: bool = False) -> torch.Tensor:
+    """One normalised embedding per state (S, C): the mean of its prompts' embeddings (Eq. 5-6),
+    each prompt normalised first when ``normalize_first`` (MultiADS)."""
+    embeddings = embeddings.float()
+    if normalize_first:
+        embeddings = F.normalize(embeddings, dim=-1)
     means = torch.stack([group.mean(dim=0) for group in embeddings.split(counts)])
     return F.normalize(means, dim=-1)

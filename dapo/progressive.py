@@ -1,7 +1,8 @@
 """Deep prefix tokens in a frozen transformer: progressive (Eq. 10) or naive prefix tuning.
 
-A :class:`DeepPrompts` holds learnable tokens ``U_1..U_Nd`` (``n_tokens`` per layer) for the
-first ``depth`` layers. :func:`run_blocks` runs the frozen blocks and, before layer j <= N_d,
+A :class:`DeepPrompts` holds learnable tokens ``U_1..U_Nd`` (``n_tokens`` per layer) for
+``depth`` layers from ``first_layer`` (1 for DAPO; 2 for AnomalyCLIP, whose layer 1 sees its
+context tokens). :func:`run_blocks` runs the frozen blocks and, before each of those layers,
 rewrites the reserved token positions (a ``slice`` of the sequence):
 
 * layer 1: ``U_1``;
@@ -30,7 +31,8 @@ class DeepPrompts(nn.Module):
 
     def __init__(self, n_tokens: int, width: int, depth: int, *, mode: str = "progressive", alpha0: float = 0.1,
                  alpha_decay: float = 0.9, mean: torch.Tensor | None = None, std: torch.Tensor | None = None,
-                 init: str = "clip", generator: torch.Generator | None = None) -> None:
+                 init: str = "clip", generator: torch.Generator | None = None, bound: float | None = None,
+                 first_layer: int = 1) -> None:
         super().__init__()
         if mode not in ("progressive", "naive"):
             raise ValueError(f"mode must be 'progressive' or 'naive', got {mode!r}")
@@ -39,7 +41,10 @@ class DeepPrompts(nn.Module):
         mean = torch.zeros(width) if mean is None else mean
         std = torch.ones(width) if std is None else std
         generator = generator or torch.Generator().manual_seed(0)
-        self.tokens = nn.Parameter(sample_tokens((depth, n_tokens, width), mean, std, init, generator))
+        if first_layer < 1:
+            raise ValueError(f"first_layer must be >= 1, got {first_layer}")
+        self.tokens = nn.Parameter(sample_tokens((depth, n_tokens, width), mean, std, init, generator, bound=bound))
+        self.first_layer = first_layer
         self.mode = mode
         self.alpha0 = alpha0
         self.alpha_decay = alpha_decay
@@ -52,15 +57,23 @@ class DeepPrompts(nn.Module):
     def n_tokens(self) -> int:
         return self.tokens.shape[1]
 
+    @property
+    def last_layer(self) -> int:
+        return self.first_layer + self.depth - 1
+
+    def covers(self, layer: int) -> bool:
+        """Whether ``layer`` (1-based) receives tokens."""
+        return self.first_layer <= layer <= self.last_layer
+
     def alpha(self, layer: int) -> float:
-        """Carry-over weight at a 1-based layer (0 at layer 1 and in naive mode)."""
-        if layer < 2 or self.mode == "naive":
+        """Carry-over weight at a 1-based layer (0 at the first covered layer and in naive mode)."""
+        if layer <= self.first_layer or self.mode == "naive":
             return 0.0
         return self.alpha0 * self.alpha_decay ** (layer - 2)
 
     def layer_input(self, layer: int, previous: torch.Tensor) -> torch.Tensor:
         """Tokens fed to the reserved positions of ``layer`` given their current content (B, n, D)."""
-        tokens = self.tokens[layer - 1].to(previous.dtype).unsqueeze(0).expand(previous.shape[0], -1, -1)
+        tokens = self.tokens[layer - self.first_layer].to(previous.dtype).unsqueeze(0).expand(previous.shape[0], -1, -1)
         a = self.alpha(layer)
         return tokens if a == 0.0 else (1.0 - a) * tokens + a * previous
 
@@ -77,7 +90,7 @@ def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, *, attn_mask: torch
     if deep is not None and (slot is None or slot.stop - slot.start != deep.n_tokens):
         raise ValueError(f"slot {slot} must span the {deep.n_tokens} deep tokens")
     for layer, block in enumerate(blocks, start=1):
-        if deep is not None and layer <= deep.depth:
+        if deep is not None and deep.covers(layer):
             new = deep.layer_input(layer, x[:, slot])
             x = torch.cat([x[:, :slot.start], new, x[:, slot.stop:]], dim=1)
         x = block(x, attn_mask=attn_mask)

@@ -54,7 +54,7 @@ def learned_prompt_texts(config: DAPOConfig, vocabulary: Sequence[str], n_placeh
     prefix = " ".join([PLACEHOLDER] * n_placeholders)
 
     def text(*words: str) -> str:
-        return " ".join([prefix, *[w for w in words if w]])
+        return " ".join([prefix, *[w for w in words if w]]) + config.prompt_suffix
 
     normal = text(config.normal_word, config.object_word)
     if config.text_prompts == "object_agnostic":
@@ -68,7 +68,7 @@ def prompt_layout(config: DAPOConfig, vocabulary: Sequence[str]) -> list[dict[st
     ``U`` are the deep text tokens of layer 1 (their own ``U_j`` at deeper layers), ``V``/``W`` the
     normal/abnormal context shared across defect types, then the literal words (Eq. 1-2).
     """
-    n_deep = config.text_deep_tokens if config.text_depth != 0 else 0
+    n_deep = config.text_deep_tokens if config.uses_text_deep_tokens and config.text_deep_layout == "prefix" else 0
     deep = " ".join(f"[U{i + 1}]" for i in range(n_deep))
     texts = learned_prompt_texts(config, vocabulary, 0)
     states = ["normal", *(["anomaly"] if config.text_prompts == "object_agnostic" else vocabulary)]
@@ -98,12 +98,22 @@ def token_embedding_stats(embedding: torch.Tensor) -> tuple[torch.Tensor, torch.
     return table.mean(dim=0), table.std(dim=0)
 
 
+SMALL_INIT_STD = 0.02  # AnomalyCLIP's prompt learner (prompt_ensemble.py: nn.init.normal_(std=0.02))
+
+
 def sample_tokens(shape: tuple[int, ...], mean: torch.Tensor, std: torch.Tensor, init: str,
-                  generator: torch.Generator, shift_sigmas: float = 0.0) -> torch.Tensor:
-    """Draw token vectors: N(0, 1) for ``random``, N(mean + shift * std, std) otherwise."""
+                  generator: torch.Generator, shift_sigmas: float = 0.0, bound: float | None = None) -> torch.Tensor:
+    """Draw token vectors: ``random`` N(0, 1), ``small`` N(0, 0.02^2), ``uniform`` U(-bound, bound),
+    otherwise (``clip``, ``offset``) N(mean + shift * std, std)."""
+    if init == "uniform":
+        if bound is None:
+            raise ValueError("uniform token initialisation needs a bound")
+        return (torch.rand(shape, generator=generator) * 2.0 - 1.0) * bound
     noise = torch.randn(shape, generator=generator)
     if init == "random":
         return noise
+    if init == "small":
+        return noise * SMALL_INIT_STD
     return mean + shift_sigmas * std + noise * std
 
 

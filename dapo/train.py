@@ -89,7 +89,7 @@ def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict,
     products = batch.get("product") if model.uses_product_names else None
     with autocast(device, precision):
         output = model(images, vocabulary, products=products)
-    terms = loss_terms(output, labels, type_masks, lam=model.config.lam, gamma=model.config.focal_gamma)
+    terms = loss_terms(output, labels, type_masks, model.config)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     optimizer.step()

@@ -47,15 +47,35 @@ def test_what_each_baseline_learns(tiny_backbone, test_prompts):
 
 
 def test_anomalyclip_depth_is_capped_but_explicit_depth_is_checked(tiny_backbone):
-    assert make_model("anomalyclip", tiny_backbone).text_deep.depth == 4  # 9 capped at 4 layers
+    deep = make_model("anomalyclip", tiny_backbone).text_deep  # depth 9 capped at the 4 layers
+    assert (deep.first_layer, deep.last_layer, deep.depth) == (2, 4, 3)  # layer 1 sees the context itself
     with pytest.raises(ValueError, match="exceeds"):
         make_model("anomalyclip", tiny_backbone, text_depth=9)
 
 
-def test_multiads_filtering_is_the_only_difference_to_multiads_f():
+def test_multiads_f_filters_the_vocabulary_and_scores_images_as_its_script():
     a, b = config_for("multiads").to_dict(), config_for("multiads_f").to_dict()
-    assert {k for k in a if a[k] != b[k]} == {"name", "inference_vocabulary"}
+    assert {k for k in a if a[k] != b[k]} == {"name", "inference_vocabulary", "image_score_global_weight", "map_score"}
     assert (a["inference_vocabulary"], b["inference_vocabulary"]) == ("dataset", "product")
+    assert (a["map_score"], a["image_score_global_weight"]) == ("top3_mean", 0.0)
+
+
+def test_presets_are_distinct_and_carry_their_recipes():
+    from dapo.baselines import preset, training_for
+
+    configs = {m: config_for(m).to_dict() for m in METHODS}
+    for m in METHODS:
+        for other in METHODS:
+            if m != other:
+                assert {k: v for k, v in configs[m].items() if k != "name"} != \
+                       {k: v for k, v in configs[other].items() if k != "name"}, (m, other)
+    assert training_for("dapo").betas == (0.5, 0.999) and training_for("dapo").multi_defect == "as_class"
+    assert training_for("multiads").batch_size == 4 and training_for("multiads").mosaic_prob == 0.2
+    assert training_for("anomalyclip").epochs == 15 and training_for("dapo_official").epochs == 2
+    both = preset("dapo", seed=3, lam=8.0, lr=1e-4)
+    assert (both.model.lam, both.model.seed, both.training.lr, both.training.seed) == (8.0, 3, 1e-4, 3)
+    with pytest.raises(ValueError, match="unknown setting"):
+        preset("dapo", lamda=8.0)
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -37,11 +37,22 @@ def test_scores_follow_their_definitions(model, images):
     pred = Predictor(model, VOCABULARY)(images)
     with torch.no_grad():
         out = model(images, VOCABULARY)
-    probs = type_probabilities(out.stage_logits, (32, 32))
+    probs = type_probabilities(out.stage_logits, (32, 32), model.config)
     torch.testing.assert_close(pred.anomaly_map, 1 - probs[:, 0])
     global_score = out.global_logits.softmax(-1)[:, 1]
-    torch.testing.assert_close(pred.image_score, 0.5 * global_score + 0.5 * pred.anomaly_map.flatten(1).amax(1))
+    torch.testing.assert_close(pred.image_score, global_score)  # DAPO (official): the global score alone
     torch.testing.assert_close(pred.defect_probs, torch.sigmoid(out.state_logits[:, 1:] - out.state_logits[:, :1]))
+
+
+def test_image_score_mixes_the_global_score_with_a_map_statistic(tiny_backbone, images):
+    for statistic in ("max", "top3_mean"):
+        model = DAPO(tiny_backbone, DAPOConfig(n_prompts=1, image_score_global_weight=0.5, map_score=statistic))
+        pred = Predictor(model, VOCABULARY)(images)
+        with torch.no_grad():
+            out = model(images, VOCABULARY)
+        flat = pred.anomaly_map.flatten(1)
+        stat = flat.amax(1) if statistic == "max" else flat.sort(1, descending=True).values[:, :3].mean(1)
+        torch.testing.assert_close(pred.image_score, 0.5 * out.global_logits.softmax(-1)[:, 1] + 0.5 * stat)
 
 
 def test_states_global_score_is_one_minus_normal_over_all_states(tiny_backbone, images):

@@ -45,7 +45,7 @@ def test_same_seed_same_initialisation(tiny_backbone):
 
 def test_without_learned_parts_the_model_is_plain_clip(tiny_backbone, images, test_prompts):
     config = DAPOConfig(text_prompts="handcrafted_defects", text_depth=0, vision_depth=0, train_adapters=False,
-                        **test_prompts)
+                        state_mean="normalized", patch_ln_post=True, adapter_init="projection", **test_prompts)
     model = DAPO(tiny_backbone, config)
     clip = tiny_backbone.clip
     with torch.no_grad():
@@ -141,11 +141,17 @@ def test_handcrafted_prompts_name_each_images_product(tiny_backbone, images, tes
 
 
 def test_prompt_embeddings_average_to_the_state_embeddings(tiny_backbone):
-    """Eq. 5-6: each state embedding is the (normalised) mean of its E prompt embeddings."""
+    """Eq. 5-6: each state embedding is the normalised mean of its E raw prompt embeddings
+    (``state_mean="normalized"``: each prompt normalised first, as MultiADS)."""
     model = DAPO(tiny_backbone, DAPOConfig(n_prompts=3))
     with torch.no_grad():
         per_prompt, counts = model.prompt_embeddings(("scratch", "hole"))
         states = model.encode_text(("scratch", "hole"))
     assert counts == [3, 3, 3] and per_prompt.shape[0] == 9
-    expected = F.normalize(torch.stack([F.normalize(chunk, dim=-1).mean(0) for chunk in per_prompt.split(3)]), dim=-1)
-    torch.testing.assert_close(states, expected)
+    torch.testing.assert_close(states, F.normalize(torch.stack([c.mean(0) for c in per_prompt.split(3)]), dim=-1))
+    normalised_first = DAPO(tiny_backbone, DAPOConfig(n_prompts=3, state_mean="normalized"))
+    with torch.no_grad():
+        other = normalised_first.encode_text(("scratch", "hole"))
+    expected = F.normalize(torch.stack([F.normalize(c, dim=-1).mean(0) for c in per_prompt.split(3)]), dim=-1)
+    torch.testing.assert_close(other, expected)
+    assert not torch.allclose(other, states)
