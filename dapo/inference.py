@@ -53,20 +53,36 @@ class Prediction:
         return [f.name for f in fields(self)]
 
 
+def _reflect_indices(size: int, radius: int, device: torch.device) -> torch.Tensor:
+    """Indices of scipy's ``mode="reflect"`` extension (``d c b a | a b c d | d c b a``) for any radius."""
+    index = torch.arange(-radius, size + radius, device=device).remainder(2 * size)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
 def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (B, H, W) maps (kernel radius 4 sigma, reflected borders)."""
-    if sigma <= 0:
+    """Gaussian blur of every ``(H, W)`` map of ``(..., H, W)`` maps; ``sigma`` 0 returns ``maps``.
+
+    Equal to ``scipy.ndimage.gaussian_filter(map, sigma, mode="reflect", truncate=4.0)`` per map
+    (kernel radius ``int(4 sigma + 0.5)``, half-sample symmetric borders, repeated for maps
+    smaller than the kernel), which AnomalyCLIP's ``test.py`` applies to each map (sigma 4).
+    Computed in float32 (float64 for float64 maps) and returned in the maps' dtype.
+    """
+    if sigma < 0:
+        raise ValueError(f"smoothing sigma must be >= 0, got {sigma}")
+    if sigma == 0:
         return maps
-    radius = min(int(4.0 * sigma + 0.5), maps.shape[-1] - 1, maps.shape[-2] - 1)
-    if radius < 1:
-        return maps
-    offsets = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)
+    if maps.ndim < 2:
+        raise ValueError(f"maps must have shape (..., H, W), got shape {tuple(maps.shape)}")
+    height, width = maps.shape[-2:]
+    radius = int(4.0 * sigma + 0.5)
+    dtype = torch.float64 if maps.dtype == torch.float64 else torch.float32
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float64)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    x = maps.unsqueeze(1)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return x.squeeze(1)
+    kernel = (kernel / kernel.sum()).to(device=maps.device, dtype=dtype)
+    x = maps.to(dtype).reshape(-1, 1, height, width)
+    x = F.conv2d(x.index_select(3, _reflect_indices(width, radius, maps.device)), kernel.view(1, 1, 1, -1))
+    x = F.conv2d(x.index_select(2, _reflect_indices(height, radius, maps.device)), kernel.view(1, 1, -1, 1))
+    return x.reshape(maps.shape).to(maps.dtype)
 
 
 def type_probabilities(stage_logits: list[torch.Tensor], size: tuple[int, int], config: DAPOConfig | None = None

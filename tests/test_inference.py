@@ -65,7 +65,7 @@ def test_states_global_score_is_one_minus_normal_over_all_states(tiny_backbone, 
 
 def test_gaussian_smoothing_matches_scipy():
     maps = torch.rand(2, 20, 24, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    expected = np.stack([gaussian_filter(m, sigma=2.0, mode="mirror", truncate=4.0) for m in maps.numpy()])
+    expected = np.stack([gaussian_filter(m, sigma=2.0, mode="reflect", truncate=4.0) for m in maps.numpy()])
     np.testing.assert_allclose(gaussian_smooth(maps, 2.0).numpy(), expected, rtol=1e-10, atol=1e-12)
     assert gaussian_smooth(maps, 0.0) is maps
 

@@ -12,7 +12,6 @@ from dapo.metrics import (
     BinaryEvaluator,
     MetricUndefinedWarning,
     aupro,
-    gaussian_smooth,
     image_metrics,
     pixel_metrics,
 )
@@ -176,16 +175,6 @@ def test_size_mismatch_names_both_shapes():
         BinaryEvaluator().add("tile", [0.1, 0.2], [0, 1], maps, masks[:, ::2, ::2])
     with pytest.raises(ValueError, match=r"maps must have shape \(N, H, W\)"):
         BinaryEvaluator().add("tile", [0.1, 0.2], [0, 1], maps[:, None], masks[:, None])
-
-
-def test_smoothing_equals_smoothing_the_maps_first():
-    maps, masks = blob_maps(6, seed=6)
-    scores, labels = maps.max(axis=(1, 2)), masks.any(axis=(1, 2))
-    smoothed, plain = BinaryEvaluator(smoothing_sigma=2.0), BinaryEvaluator()
-    smoothed.add("grid", scores, labels, maps, masks)
-    plain.add("grid", scores, labels, ndimage.gaussian_filter(maps, sigma=(0, 2, 2)), masks)
-    pd.testing.assert_frame_equal(smoothed.compute(), plain.compute())
-    assert gaussian_smooth(maps, None) is maps
 
 
 def test_error_bounds_cover_the_difference_to_sklearn():

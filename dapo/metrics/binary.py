@@ -1,9 +1,15 @@
 """Binary anomaly detection and segmentation metrics, per product, accumulated batch by batch.
 
 Image level: AUROC, AP, F1-max, exact (equal to scikit-learn). Pixel level: AUROC, AP, F1-max
-and AUPRO from streaming histograms (:mod:`dapo.metrics.histogram`, :mod:`dapo.metrics.aupro`).
-Products are reported in the order they were first seen, then a ``mean`` row (mean over
-products where the metric is defined; see :mod:`dapo.metrics.validation` for the NaN rule).
+and AUPRO in both definitions (``pixel_aupro``: exact area to FPR 0.3; ``pixel_aupro_official``:
+the 200-threshold variant of the AnomalyCLIP / MultiADS / DAPO scripts; :mod:`dapo.metrics.aupro`)
+from streaming histograms (:mod:`dapo.metrics.histogram`). Products are reported in the order
+they were first seen, then a ``mean`` row (mean over products where the metric is defined; see
+:mod:`dapo.metrics.validation` for the NaN rule and the input conventions).
+
+ROC points and confusion counts at thresholds (:meth:`BinaryEvaluator.roc_curve`,
+:meth:`BinaryEvaluator.rates_at`) come from the same data: exact at the image level; at the
+pixel level from the histograms, without per-pixel storage (:mod:`dapo.metrics.curves`).
 """
 
 from __future__ import annotations
@@ -13,25 +19,43 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from dapo.metrics.pixel import PIXEL_METRICS, PixelAccumulator, prepare_maps
 from dapo.metrics.aupro import check_max_fpr
-from dapo.metrics.histogram import DEFAULT_BINS_PER_OCTAVE, check_bins_per_octave
+from dapo.metrics.curves import count_frame, roc_frame
+from dapo.metrics.histogram import DEFAULT_BINS_PER_OCTAVE, DEFAULT_EXACT_TOP, ScoreHistogram, check_bins_per_octave
+from dapo.metrics.pixel import PIXEL_METRICS, PixelAccumulator, prepare_maps
 from dapo.metrics.ranking import RankedCounts
 from dapo.metrics.validation import (
     as_numpy,
-    check_finite,
+    binary_labels,
     check_ndim,
+    check_real,
+    check_same_length,
+    finite_range,
     products_for_batch,
     warn_undefined,
 )
 
 IMAGE_METRICS = ("image_auroc", "image_ap", "image_f1_max")
 BINARY_METRICS = IMAGE_METRICS + PIXEL_METRICS
+#: Product name of the curves pooled over every product.
+POOLED = "pooled"
+LEVELS = ("image", "pixel")
+
+
+def image_inputs(scores, labels, products: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float64 ``(N,)`` image scores (finite) and boolean labels (0/1 or bool)."""
+    scores = as_numpy(scores, "image_scores")
+    check_real(scores, "image_scores")
+    check_ndim(scores, 1, "image_scores", "(N,)")
+    labels = binary_labels(labels, "image_labels")
+    check_same_length(image_scores=scores, image_labels=labels)
+    finite_range(scores, "image_scores", products if products is not None and len(products) == len(scores) else None)
+    return scores.astype(np.float64), labels
 
 
 def image_metrics(scores, labels) -> dict[str, float]:
-    """Exact image AUROC, AP and F1-max of ``scores`` against 0/1 ``labels`` (NaN if one class)."""
-    ranked = RankedCounts.from_scores(as_numpy(scores, "image_scores"), as_numpy(labels, "image_labels"))
+    """Exact image AUROC, AP and F1-max of ``(N,)`` scores against 0/1 or bool labels (NaN if one class)."""
+    ranked = RankedCounts.from_scores(*image_inputs(scores, labels))
     return {"image_auroc": ranked.auroc(), "image_ap": ranked.average_precision(), "image_f1_max": ranked.f1_max()}
 
 
@@ -43,59 +67,50 @@ class BinaryEvaluator:
     bins_per_octave:
         Resolution of the pixel-score histograms (power of two; see :mod:`dapo.metrics.histogram`).
     pro_max_fpr:
-        FPR limit of the AUPRO integral (0.3 in the paper).
-    smoothing_sigma:
-        Gaussian sigma applied to every map before pixel metrics; ``None`` (default) for none.
-        The paper profile uses :data:`dapo.metrics.smoothing.PAPER_SMOOTHING_SIGMA`.
+        FPR limit of both AUPRO definitions (0.3 in the paper).
+    exact_top:
+        How many of the highest distinct pixel scores each product's histogram counts exactly
+        (:mod:`dapo.metrics.histogram`; 0: bins only).
 
-    Memory: per product, the pixel histograms (bounded by the range of scores, not the number
-    of images) and the image scores (one float per image).
+    Maps are evaluated as given (smoothing belongs to the predictor). Memory: per product, the
+    pixel histograms (bounded by the range of scores, not the number of images) and the image
+    scores (one float per image).
     """
 
-    def __init__(
-        self,
-        *,
-        bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE,
-        pro_max_fpr: float = 0.3,
-        smoothing_sigma: float | None = None,
-    ):
+    def __init__(self, *, bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE, pro_max_fpr: float = 0.3,
+                 exact_top: int = DEFAULT_EXACT_TOP):
         check_bins_per_octave(bins_per_octave)
         check_max_fpr(pro_max_fpr)
+        if exact_top < 0:
+            raise ValueError(f"exact_top must be >= 0, got {exact_top}")
         self.bins_per_octave = bins_per_octave
         self.pro_max_fpr = pro_max_fpr
-        self.smoothing_sigma = smoothing_sigma
+        self.exact_top = exact_top
         self._pixels: dict[str, PixelAccumulator] = {}
         self._image_scores: dict[str, list[np.ndarray]] = {}
         self._image_labels: dict[str, list[np.ndarray]] = {}
 
     def add(self, products: str | Sequence[str], image_scores, image_labels, maps, masks) -> None:
-        """Add a batch: ``N`` product names (or one for all), ``(N,)`` image scores and 0/1 labels,
-        ``(N,H,W)`` anomaly maps and ``(N,H,W)`` masks (bool, or numbers where ``> 0.5`` is
-        anomalous); numpy arrays or torch tensors.
+        """Add a batch: ``N`` product names (or one for all), ``(N,)`` image scores and 0/1 or bool
+        labels, ``(N,H,W)`` anomaly maps and ``(N,H,W)`` masks (bool, or numbers where ``> 0.5`` is
+        anomalous); numpy arrays or torch tensors of any float, int or bool dtype. An empty batch
+        is ignored.
         """
-        scores = as_numpy(image_scores, "image_scores").astype(np.float64).reshape(-1)
-        labels = as_numpy(image_labels, "image_labels").reshape(-1)
-        maps_array = as_numpy(maps, "maps")
-        check_ndim(maps_array, 3, "maps", "(N, H, W)")
+        maps_array, masks_array, low, high = prepare_maps(maps, masks, products)
         names = products_for_batch(products, len(maps_array))
-        if not len(scores) == len(labels) == len(names):
-            raise ValueError(
-                f"batch sizes differ: {len(names)} maps, {len(scores)} image_scores, {len(labels)} image_labels"
-            )
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError(f"image_labels must be 0 or 1, got values {np.unique(labels).tolist()}")
-        check_finite(scores, "image_scores", names)
-        maps_array, masks_array = prepare_maps(maps_array, masks, names, self.smoothing_sigma)
+        scores, labels = image_inputs(image_scores, image_labels, names)
+        check_same_length(image_scores=scores, image_labels=labels, maps=maps_array)
         for product in dict.fromkeys(names):
             rows = np.array([name == product for name in names])
             if product not in self._pixels:
-                self._pixels[product] = PixelAccumulator(self.bins_per_octave, self.pro_max_fpr)
+                self._pixels[product] = PixelAccumulator(self.bins_per_octave, self.pro_max_fpr, self.exact_top)
                 self._image_scores[product], self._image_labels[product] = [], []
-            everyone = rows.all()
-            self._pixels[product].add(maps_array if everyone else maps_array[rows],
-                                      masks_array if everyone else masks_array[rows])
+            if rows.all():
+                self._pixels[product].add(maps_array, masks_array, low, high)
+            else:
+                self._pixels[product].add(maps_array[rows], masks_array[rows])
             self._image_scores[product].append(scores[rows])
-            self._image_labels[product].append(labels[rows].astype(bool))
+            self._image_labels[product].append(labels[rows])
 
     @property
     def products(self) -> list[str]:
@@ -105,24 +120,69 @@ class BinaryEvaluator:
         """Product x metric table (floats in [0, 1], unrounded) with a final ``mean`` row."""
         rows = {}
         for product, pixels in self._pixels.items():
-            image = image_metrics(np.concatenate(self._image_scores[product]),
-                                  np.concatenate(self._image_labels[product]))
-            rows[product] = {**image, **pixels.metrics()}
+            rows[product] = {**self._image_ranked(product, metrics=True), **pixels.metrics()}
         table = pd.DataFrame.from_dict(rows, orient="index", columns=list(BINARY_METRICS))
         table.index.name = "product"
         for group, reason in (
             (IMAGE_METRICS, "needs both normal and anomalous images"),
-            (PIXEL_METRICS, "needs both normal and anomalous pixels"),
+            (PIXEL_METRICS[:4], "needs both normal and anomalous pixels"),
         ):
             warn_undefined(", ".join(group), table.index[table[group[0]].isna()], reason)
+        official = table["pixel_aupro_official"].isna() & table["pixel_aupro"].notna()
+        warn_undefined("pixel_aupro_official", table.index[official],
+                       "fewer than two of its 200 thresholds have FPR < pro_max_fpr (or one score only)")
         table.loc["mean"] = table.mean(axis=0, skipna=True)
         return table
 
     def error_bounds(self) -> pd.DataFrame:
-        """Per product, the largest possible binning error of pixel AUROC and AP (:mod:`dapo.metrics.ranking`)."""
-        bounds = {}
-        for product, pixels in self._pixels.items():
-            ranked = pixels.ranked()
-            bounds[product] = {"pixel_auroc": ranked.auroc_error_bound(),
-                               "pixel_ap": ranked.average_precision_error_bound()}
+        """Per product, the largest possible binning error of each pixel metric computed from histograms.
+
+        ``pixel_auroc``, ``pixel_ap``: :mod:`dapo.metrics.ranking`; ``pixel_aupro``,
+        ``pixel_aupro_official``: :mod:`dapo.metrics.aupro`.
+        """
+        bounds = {product: pixels.error_bounds() for product, pixels in self._pixels.items()}
         return pd.DataFrame.from_dict(bounds, orient="index").rename_axis("product")
+
+    def _image_ranked(self, product: str, metrics: bool = False):
+        scores = np.concatenate(self._image_scores[product])
+        labels = np.concatenate(self._image_labels[product])
+        if metrics:
+            return image_metrics(scores, labels)
+        return RankedCounts.from_scores(scores, labels)
+
+    def _ranked(self, level: str, pooled: bool) -> dict[str, RankedCounts]:
+        if level not in LEVELS:
+            raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+        if pooled and POOLED in self._pixels:
+            raise ValueError(f"a product is named {POOLED!r}; the pooled curve would take its name")
+        if level == "image":
+            ranked = {product: self._image_ranked(product) for product in self._pixels}
+            if pooled and self._pixels:
+                ranked[POOLED] = RankedCounts.from_scores(
+                    np.concatenate([s for product in self._pixels for s in self._image_scores[product]]),
+                    np.concatenate([s for product in self._pixels for s in self._image_labels[product]]))
+            return ranked
+        ranked = {product: pixels.ranked() for product, pixels in self._pixels.items()}
+        if pooled and self._pixels:
+            ranked[POOLED] = ScoreHistogram.pooled([pixels.histogram for pixels in self._pixels.values()]).ranked()
+        return ranked
+
+    def roc_curve(self, level: str = "image", *, pooled: bool = False, drop_intermediate: bool = True) -> pd.DataFrame:
+        """ROC points per product (columns ``product, threshold, fpr, tpr``), as ``sklearn.metrics.roc_curve``.
+
+        ``level="image"``: exact. ``level="pixel"``: one point per histogram group, each exactly
+        on the pixel ROC curve (thresholds at bin edges; between two points the curve is
+        unknown only inside one bin). ``pooled`` adds the curve over all products, named
+        :data:`POOLED`. ``drop_intermediate`` drops collinear points like scikit-learn.
+        """
+        return roc_frame(self._ranked(level, pooled), drop_intermediate=drop_intermediate, what=level)
+
+    def rates_at(self, thresholds, level: str = "image", *, pooled: bool = False) -> pd.DataFrame:
+        """Confusion counts (``tp, fp, fn, tn``), TPR and FPR per product at each threshold (``score >= t``).
+
+        E.g. ``rates_at(0.5)`` for the confusion matrices of DAPO Fig. 4 or
+        ``rates_at(np.linspace(0, 1, 101))`` for Fig. 10. At the pixel level a threshold inside a
+        histogram bin counts that bin as below it and reports its counts in ``tp_uncertain`` and
+        ``fp_uncertain`` (thresholds with few mantissa bits, such as 0.5, are bin edges: exact).
+        """
+        return count_frame(self._ranked(level, pooled), thresholds, what=level)

@@ -36,6 +36,8 @@ use.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from dapo.metrics.ranking import RankedCounts
@@ -61,6 +63,13 @@ def float_order_keys(values: np.ndarray) -> np.ndarray:
     flip |= np.uint32(0x80000000)
     keys ^= flip  # negatives: invert all bits (reverses their order); others: set the sign bit
     return keys
+
+
+def float_from_order_keys(keys: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`float_order_keys`: the float32 values of ``keys``, as float64."""
+    keys = np.asarray(keys, dtype=np.uint32)
+    bits = np.where(keys >= np.uint32(0x80000000), keys ^ np.uint32(0x80000000), ~keys)
+    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
 
 
 def check_bins_per_octave(bins_per_octave: int) -> int:
@@ -268,21 +277,70 @@ class ScoreHistogram:
             self._weights = grow(self._weights)
 
     def ranked(self) -> RankedCounts:
-        """Exact groups of the top scores, then the non-empty bins below them, highest first."""
-        blocks = []  # (totals, positives, weights), highest scores first
+        """Exact groups of the top scores, then the non-empty bins below them, highest first.
+
+        Each group carries its score range (``lower``, ``upper``): the value itself for exact
+        groups, the float32 range of the bin otherwise.
+        """
+        blocks = []  # (totals, positives, weights, lowest key, highest key), highest scores first
         boundary = np.iinfo(np.int64).max
         if self._top is not None:
             top = self._top
             top.flush()
             boundary = top.boundary_bin
-            blocks.append((top.totals[::-1], top.positives[::-1], None if top.weights is None else top.weights[::-1]))
+            keys = top.keys[::-1]
+            blocks.append((top.totals[::-1], top.positives[::-1], None if top.weights is None else top.weights[::-1],
+                           keys, keys))
         order = np.argsort(self._page_of_slot)
         bin_ids = ((self._page_of_slot[order, None] << self._offset_bits) | np.arange(self._page_size)).ravel()
         totals = self._totals[order].ravel()
         keep = np.flatnonzero((totals > 0) & (bin_ids < boundary))[::-1]
         weights = None if self._weights is None else self._weights[order].ravel()[keep]
-        blocks.append((totals[keep], self._positives[order].ravel()[keep], weights))
-        total = np.concatenate([block[0] for block in blocks]).astype(np.float64)
-        pos = np.concatenate([block[1] for block in blocks]).astype(np.float64)
-        pos_weight = None if self._weights is None else np.concatenate([block[2] for block in blocks])
-        return RankedCounts(pos, total - pos, pos_weight)
+        first_keys = bin_ids[keep] << self._key_shift
+        blocks.append((totals[keep], self._positives[order].ravel()[keep], weights,
+                       first_keys, first_keys + (2**self._key_shift - 1)))
+
+        def joined(index: int, dtype=np.float64) -> np.ndarray:
+            return np.concatenate([np.asarray(block[index], dtype=dtype) for block in blocks])
+
+        total, pos = joined(0), joined(1)
+        pos_weight = None if self._weights is None else joined(2)
+        lower = float_from_order_keys(joined(3, np.uint32))
+        upper = float_from_order_keys(joined(4, np.uint32))
+        return RankedCounts(pos, total - pos, pos_weight, lower=lower, upper=upper)
+
+    @classmethod
+    def pooled(cls, histograms: Sequence[ScoreHistogram]) -> ScoreHistogram:
+        """One unweighted histogram of every score of ``histograms`` (same ``bins_per_octave``).
+
+        Bins add up; the exact top keeps the values at or above the highest boundary of the
+        inputs (their counts are complete there), up to the largest exact capacity.
+        """
+        histograms = list(histograms)
+        if not histograms:
+            raise ValueError("pooled needs at least one histogram")
+        bins_per_octave = histograms[0].bins_per_octave
+        if any(h.bins_per_octave != bins_per_octave for h in histograms):
+            raise ValueError("pooled histograms must share bins_per_octave")
+        tops = [h._top for h in histograms]
+        exact = all(top is not None for top in tops)
+        out = cls(bins_per_octave, exact_top=max(top.capacity for top in tops) if exact else 0)
+        pages = np.unique(np.concatenate([h._page_of_slot for h in histograms]))
+        if pages.size:
+            out._allocate(pages)
+        for h in histograms:
+            slots = out._slot_of_page[h._page_of_slot].astype(np.int64)
+            out._totals[slots] += h._totals
+            out._positives[slots] += h._positives
+        if exact:
+            for top in tops:
+                top.flush()
+            out._top.boundary_bin = max(top.boundary_bin for top in tops)
+            keys = np.concatenate([top.keys for top in tops])
+            above = keys >= np.uint32(min(out._top.boundary_key, _MAX_KEY))
+            distinct, where = np.unique(keys[above], return_inverse=True)
+            totals, positives = (np.bincount(where, weights=np.concatenate([getattr(top, name) for top in tops])[above],
+                                             minlength=distinct.size).astype(np.int64)
+                                 for name in ("totals", "positives"))
+            out._top._merge(distinct.astype(np.uint32), totals, positives, None)
+        return out

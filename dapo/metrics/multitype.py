@@ -31,9 +31,9 @@ import pandas as pd
 from dapo.metrics.histogram import DEFAULT_BINS_PER_OCTAVE, ScoreHistogram, check_bins_per_octave
 from dapo.metrics.validation import (
     as_numpy,
-    check_finite,
     check_ndim,
     check_same_shape,
+    float32_maps,
     warn_undefined,
 )
 
@@ -132,16 +132,14 @@ class MultiTypeEvaluator:
         """
         names = tuple(str(name) for name in class_names)
         probs = as_numpy(probs, "probs")
+        probs, _, _ = float32_maps(probs, "probs", 4, "(N, C, H, W)", [product] * len(probs) if probs.ndim else None)
         type_masks = as_numpy(type_masks, "type_masks")
-        check_ndim(probs, 4, "probs", "(N, C, H, W)")
         check_ndim(type_masks, 3, "type_masks", "(N, H, W)")
         if probs.shape[1] != len(names):
             raise ValueError(f"probs has {probs.shape[1]} channels but {len(names)} class names {list(names)}")
         check_same_shape(type_masks, "type_masks", probs[:, 0], "probs[:, 0]")
         if not np.issubdtype(type_masks.dtype, np.integer):
             raise TypeError(f"type_masks must be integers, got dtype {type_masks.dtype}")
-        labels = [product] * len(probs)
-        check_finite(probs, "probs", labels)
         outside = (type_masks < 0) | (type_masks >= len(names))
         if outside.any():
             index = int(np.flatnonzero(outside.reshape(len(type_masks), -1).any(axis=1))[0])
@@ -154,7 +152,7 @@ class MultiTypeEvaluator:
             raise ValueError(
                 f"class_names for product {product!r} changed from {list(accumulator.class_names)} to {list(names)}"
             )
-        accumulator.add(probs.astype(np.float32, copy=False), type_masks)
+        accumulator.add(probs, type_masks)
 
     def compute(self) -> MultiTypeResult:
         """The four tidy tables; warns once about every (product, class) without positives."""
