@@ -24,7 +24,8 @@ from dapo.backbone import Backbone
 from dapo.config import DAPOConfig, TrainConfig
 from dapo.model import DAPO
 
-FORMAT = "dapo-checkpoint/1"
+FORMAT = "dapo-checkpoint/2"  # 2: DAPOConfig with the fidelity switches and the TrainConfig
+OLDER_FORMATS = ("dapo-checkpoint/1",)
 EPOCH_FILE = re.compile(r"epoch_(\d+)\.safetensors$")
 
 
@@ -69,6 +70,10 @@ def _read(path: str | Path, with_tensors: bool) -> tuple[dict, dict]:
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = handle.metadata() or {}
+            if raw.get("format") in OLDER_FORMATS:
+                raise CheckpointError(f"{path} was written by an older dapo ({raw['format']}): its configuration "
+                                      f"predates settings whose defaults have changed, so loading it would "
+                                      f"silently run another model; delete it and train again")
             if raw.get("format") != FORMAT:
                 raise CheckpointError(f"{path} is not a DAPO checkpoint (format {raw.get('format')!r}, "
                                       f"expected {FORMAT!r})")

@@ -133,11 +133,26 @@ def prepare_data(cfg: ProfileConfig, seed: int = 0) -> dict:
     return {name: Path(root) for name, root in cfg.dataset_roots.items()}
 
 
+def profile_normalisation(cfg: ProfileConfig) -> dict:
+    """The image mean/std the profile's backbone expects (its OpenCLIP tag's; OpenAI's otherwise),
+    as :class:`dapo.backbone.Backbone` takes them, without loading the weights."""
+    import open_clip
+
+    from dapo.backbone import register_asset_configs
+
+    register_asset_configs()
+    tag = {}
+    if cfg.pretrained and cfg.backbone in open_clip.list_models():
+        tag = open_clip.get_pretrained_cfg(cfg.backbone, cfg.pretrained) or {}
+    return {"mean": tag.get("mean"), "std": tag.get("std")}
+
+
 def open_profile_dataset(cfg: ProfileConfig, name: str, **kwargs):
-    """Open one dataset of the profile at the profile's input size."""
+    """Open one dataset of the profile at the profile's input size and normalisation."""
     from dapo.data import open_dataset
 
-    return open_dataset(name, cfg.dataset_roots[name], image_size=cfg.image_size, **kwargs)
+    return open_dataset(name, cfg.dataset_roots[name], image_size=cfg.image_size,
+                        **{**profile_normalisation(cfg), **kwargs})
 
 
 def load_profile_backbone(cfg: ProfileConfig, device: torch.device | str = "auto"):

@@ -40,8 +40,8 @@ def sklearn_per_class(probs, type_masks):
     return rows
 
 
-def evaluate(batches):
-    evaluator = MultiTypeEvaluator()
+def evaluate(batches, f1_labels="union"):
+    evaluator = MultiTypeEvaluator(f1_labels=f1_labels)
     for product, probs, type_masks in batches:
         evaluator.add(product, CLASSES, probs, type_masks)
     return evaluator.compute()
@@ -77,7 +77,7 @@ def test_class_without_pixels_is_nan_warned_and_left_out_of_the_means():
     probs_a, masks_a = typed_blobs(6, [1, 2], seed=3)  # product "cable" never shows a scratch
     probs_b, masks_b = typed_blobs(6, [1, 2, 3], seed=4)
     with pytest.warns(MetricUndefinedWarning, match="cable/scratch"):
-        result = evaluate([("cable", probs_a, masks_a), ("screw", probs_b, masks_b)])
+        result = evaluate([("cable", probs_a, masks_a), ("screw", probs_b, masks_b)], f1_labels="present")
     row = result.per_class.set_index(["product", "class"]).loc[("cable", "scratch")]
     assert row[["auroc", "ap", "f1"]].isna().all() and row["n_pixels"] == 0
     expected = sklearn_per_class(probs_a, masks_a)
@@ -127,3 +127,21 @@ def test_argmax_ties_go_to_the_first_class_like_numpy():
     truth, predicted = masks.ravel(), probs.argmax(axis=1).ravel()
     expected = f1_score(truth, predicted, labels=range(4), average=None, zero_division=0)
     np.testing.assert_allclose(result.per_class["f1"], expected, atol=1e-12)
+
+
+def test_union_f1_counts_a_predicted_but_absent_class_as_zero_like_sklearn_macro():
+    """The official scripts' f1_score(gt, argmax, average="macro"): labels = truth | prediction."""
+    probs, masks = typed_blobs(6, [1, 2], seed=3)  # no scratch in the truth ...
+    probs[:, 3, :4, :4] = 10.0  # ... but predicted in a corner of every image
+    with pytest.warns(MetricUndefinedWarning):
+        union = evaluate([("cable", probs, masks)])
+        present = evaluate([("cable", probs, masks)], f1_labels="present")
+    truth, predicted = masks.ravel(), probs.argmax(axis=1).ravel()
+    assert 3 in set(predicted) and 3 not in set(truth)
+    assert union.per_product.loc["cable", "f1"] == pytest.approx(f1_score(truth, predicted, average="macro"),
+                                                                 abs=1e-12)
+    row = union.per_class.set_index(["product", "class"]).loc[("cable", "scratch")]
+    assert row["f1"] == 0.0 and np.isnan(row["auroc"])
+    assert present.per_product.loc["cable", "f1"] > union.per_product.loc["cable", "f1"]
+    with pytest.raises(ValueError, match="f1_labels"):
+        MultiTypeEvaluator(f1_labels="all")

@@ -218,3 +218,17 @@ def test_a_truncated_checkpoint_is_an_error_naming_its_path(tiny_backbone, tmp_p
 
         save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
         read_checkpoint(tmp_path / "other.safetensors")
+
+
+def test_a_checkpoint_of_the_older_format_is_refused_not_reinterpreted(tiny_backbone, tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from dapo.checkpoint import CheckpointError, read_checkpoint
+
+    old = {"format": "dapo-checkpoint/1", "config": json.dumps({"alpha0": 0.1}), "backbone": "{}", "epoch": "2",
+           "vocabulary": "[]"}
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "old.safetensors"), metadata=old)
+    with pytest.raises(CheckpointError, match="older dapo .*dapo-checkpoint/1.*train again"):
+        read_checkpoint(tmp_path / "old.safetensors")

@@ -40,8 +40,8 @@ def open_dataset(
     ``name`` is a knowledge-base name (``"mvtec"``, ``"visa"``, ``"mpdd"``, ``"mad_sim"``,
     ``"mad_real"``, ``"real_iad"``, ``"synthetic_<world>"``) or the path of a knowledge
     YAML file; its ``layout`` picks the loader. ``mean``/``std``: the image normalisation
-(default OpenAI CLIP's; pass ``backbone.mean``/``backbone.std``). Other arguments:
-:class:`AnomalyDataset`.
+    (default OpenAI CLIP's; pass ``backbone.mean``/``backbone.std``). Other arguments:
+    :class:`AnomalyDataset`.
     """
     knowledge = load_knowledge(name)
     loader = LOADERS[knowledge.layout]

@@ -9,9 +9,12 @@ of that class's per-product value. The normal class takes part like any other, a
 MultiADS evaluation (``label_binarize`` over all classes, ``average="macro"``).
 
 NaN rule (see :mod:`dapo.metrics.validation`): a class with no pixel of that type in a product
-has no positives (and a class covering every pixel has no negatives), so its AUROC, AP and F1
-are all NaN for that product (one warning lists them) and it is left out of that product's
-macro averages and of the defect-wise mean. On
+has no positives (and a class covering every pixel has no negatives), so its AUROC and AP are
+NaN for that product (one warning lists them) and it is left out of that product's macro
+averages and of the defect-wise mean. Its F1 follows ``f1_labels``: ``"union"`` (default, as
+the official evaluation scripts' ``sklearn.metrics.f1_score(average="macro")``, whose labels
+are every class in the truth or the prediction) gives a class that is predicted but absent
+F1 = 0, counted in the macro F1; ``"present"`` leaves it out like AUROC and AP. On
 datasets whose per-product vocabulary lists only defects that occur, this equals the MultiADS
 scripts; with a dataset-wide vocabulary it restricts each product to its own defect types.
 Pixels predicted as such an absent class still count as misses (FN) of their true class.
@@ -87,7 +90,7 @@ class _ProductAccumulator:
         pairs = type_masks.astype(np.int64).ravel() * n_classes + predicted.ravel()
         self.confusion += np.bincount(pairs, minlength=n_classes**2).reshape(n_classes, n_classes)
 
-    def per_class(self) -> list[dict]:
+    def per_class(self, f1_labels: str = "union") -> list[dict]:
         true_positives = np.diag(self.confusion).astype(np.float64)
         actual = self.confusion.sum(axis=1)
         predicted = self.confusion.sum(axis=0)
@@ -95,7 +98,10 @@ class _ProductAccumulator:
         rows = []
         for index, (name, histogram) in enumerate(zip(self.class_names, self.histograms)):
             ranked = histogram.ranked()
-            defined = 0 < actual[index] < total  # same rule as the ranking metrics
+            if f1_labels == "union":
+                defined = actual[index] + predicted[index] > 0
+            else:
+                defined = 0 < actual[index] < total  # same rule as the ranking metrics
             f1 = 2 * true_positives[index] / (actual[index] + predicted[index]) if defined else float("nan")
             rows.append({"class": name, "auroc": ranked.auroc(), "ap": ranked.average_precision(),
                          "f1": f1, "n_pixels": int(actual[index])})
@@ -109,11 +115,17 @@ class MultiTypeEvaluator:
     ----------
     bins_per_octave:
         Resolution of the per-class score histograms (see :mod:`dapo.metrics.histogram`).
+    f1_labels:
+        Which classes enter the macro F1: ``"union"`` of truth and prediction (the official
+        scripts') or ``"present"`` in the truth (see the module docstring).
     """
 
-    def __init__(self, *, bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE):
+    def __init__(self, *, bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE, f1_labels: str = "union"):
         check_bins_per_octave(bins_per_octave)
+        if f1_labels not in ("union", "present"):
+            raise ValueError(f"f1_labels={f1_labels!r}: expected 'union' or 'present'")
         self.bins_per_octave = bins_per_octave
+        self.f1_labels = f1_labels
         self._products: dict[str, _ProductAccumulator] = {}
 
     def add(self, product: str, class_names: Sequence[str], probs, type_masks) -> None:
@@ -157,7 +169,8 @@ class MultiTypeEvaluator:
     def compute(self) -> MultiTypeResult:
         """The four tidy tables; warns once about every (product, class) without positives."""
         per_class = pd.DataFrame(
-            [{"product": product, **row} for product, acc in self._products.items() for row in acc.per_class()],
+            [{"product": product, **row} for product, acc in self._products.items()
+             for row in acc.per_class(self.f1_labels)],
             columns=["product", "class", *MULTITYPE_METRICS, "n_pixels"],
         )
         undefined = per_class[per_class["auroc"].isna()]
