@@ -186,7 +186,9 @@ COMMON: tuple[Parameter, ...] = (
 SEEDS = Parameter("seeds", [0, 1, 2], "training seeds of every compared method (tables: mean ± std)", seed_list)
 
 #: Parameters of single notebooks, after the common ones (keyed by the notebook's file stem).
-EXTRAS: dict[str, tuple[Parameter, ...]] = {}
+EXTRAS: dict[str, tuple[Parameter, ...]] = {
+    "03_multitype": (SEEDS,),
+}
 
 
 

@@ -78,8 +78,9 @@ class Provenance:
 
 
 def save_table(df: pd.DataFrame, name: str, out_dir: str | Path, prov: Provenance, caption: str = "",
-               decimals: int = 1, index: bool = True) -> Path:
-    """Write ``name.csv`` (full precision + provenance columns) and ``name.md`` (rounded, with a header)."""
+               decimals: int = 1, index: bool = True, markdown: pd.DataFrame | None = None) -> Path:
+    """Write ``name.csv`` (full precision + provenance columns) and ``name.md`` (rounded, with a
+    header; ``markdown`` replaces the rounded table, e.g. a "mean ± std" view)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamped = df.copy()
@@ -91,12 +92,13 @@ def save_table(df: pd.DataFrame, name: str, out_dir: str | Path, prov: Provenanc
     with atomic_path(csv_path) as temporary:
         stamped.to_csv(temporary, index=index, float_format="%.6g", lineterminator="\n")
     header = f"**{caption or name}** — {prov.label}\n\n_{prov.footer}_\n\n"
-    write_text(out_dir / f"{name}.md", header + _markdown(df.round(decimals), index) + "\n")
+    shown = markdown if markdown is not None else df.round(decimals)
+    write_text(out_dir / f"{name}.md", header + _markdown(shown, index) + "\n")
     return csv_path
 
 
 def _joined(columns: pd.MultiIndex) -> list[str]:
-    return [" / ".join(map(str, col)) for col in columns]
+    return [" / ".join(str(part) for part in col if str(part) != "") for col in columns]
 
 
 def _markdown(df: pd.DataFrame, index: bool) -> str:
