@@ -99,3 +99,17 @@ def test_common_parameters_are_documented_in_the_readme():
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [p.name for p in COMMON if f"`{p.name}`" not in readme]
     assert not missing, f"README does not mention parameters {missing}"
+
+
+def test_a_bad_parameter_stops_the_notebook_before_anything_is_written(tmp_path):
+    """The bare papermill command with ``-p epochs -1`` fails in the run cell, naming the parameter,
+    and leaves the output folders empty (no provenance.json, no table)."""
+    import papermill as pm
+
+    out, figs = tmp_path / "results", tmp_path / "figures"
+    with pytest.raises(pm.PapermillExecutionError, match=r"epochs=-1: must be >= 1"):
+        pm.execute_notebook(str(REPO_ROOT / "notebooks" / "03_multitype.ipynb"), str(tmp_path / "out.ipynb"),
+                            parameters={"epochs": -1, "smoke": True, "data_root": str(tmp_path / "data"),
+                                        "output_dir": str(out), "figures_dir": str(figs)},
+                            kernel_name="python3", progress_bar=False, cwd=str(REPO_ROOT))
+    assert not out.exists() and not figs.exists() and not (tmp_path / "data").exists()
