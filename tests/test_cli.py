@@ -191,6 +191,7 @@ def test_an_interrupted_run_leaves_no_half_written_table(capsys, tmp_path, check
     ("scratch,rust, Scratch", r"--defects: .*entry 2 \('Scratch'\) is the same defect .* entry 0 \('scratch'\)"),
     ("hole,hole", r"--defects: .*entry 1 \('hole'\) repeats entry 0"),
     ("normal,hole", r"--defects: .*cannot be called 'normal'"),
+    ("hole," + "very " * 80 + "long", r"--defects: the prompt of .* needs \d+ tokens but the text tower holds"),
 ])
 def test_bad_defect_lists_are_one_line_errors(capsys, tmp_path, checkpoint, defects, message):
     images_folder(tmp_path / "photos")
@@ -266,6 +267,20 @@ def test_a_checkpoint_trained_on_other_weights_is_refused(capsys, tmp_path, chec
     code, err = dapo(capsys, "predict", tmp_path / "photos", "--defects", "scratch", "--checkpoint", other,
                      "--out", tmp_path / "out", "--pretrained", weights)
     assert code == 2 and "was trained on other weights of dapo-test-tiny" in error_line(err)
+
+
+def test_a_checkpoint_whose_tensors_do_not_fit_its_configuration_is_refused(capsys, tmp_path, checkpoint):
+    images_folder(tmp_path / "photos")
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    config = json.loads(metadata["config"])
+    metadata["config"] = json.dumps({**config, "n_ctx": config["n_ctx"] + 1})  # another configuration's file
+    edited = tmp_path / "edited.safetensors"
+    save_file(tensors, str(edited), metadata=metadata)
+    code, err = dapo(capsys, "predict", tmp_path / "photos", "--defects", "scratch", "--checkpoint", edited,
+                     "--out", tmp_path / "out")
+    assert code == 2 and re.search(rf"--checkpoint: {re.escape(str(edited))}: \S+ has shape", error_line(err)), err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -100,6 +100,7 @@ def test_without_masks_the_dataset_is_image_level_and_says_so(tmp_path):
     (("scratch", "Scratch"), r"\('Scratch'\).* \('scratch'\)|\('scratch'\).* \('Scratch'\)"),
     (("metal_cut", "metal cut"), "same defect once normalised"),
     (("normal",), "cannot be called 'normal'.*good/"),
+    (("Good",), "would be a defect called 'Good'; the reserved folder names are lower case"),
 ])
 def test_defect_folders_naming_the_same_or_the_normal_class_are_refused(tmp_path, folders, message):
     write_folder(tmp_path / "p", {"good": 1, **{f: 1 for f in folders}})

@@ -2,7 +2,7 @@
 
 ``dapo`` (the console script of ``pyproject.toml``) and ``python -m dapo`` call :func:`main`.
 Exit status: 0 done; 1 done, but some images could not be read (each was reported by path
-and skipped); 2 a bad argument or input file (one line naming it, nothing done); 130
+and skipped); 2 a bad argument or input file (one line naming it; no output file written); 130
 interrupted (outputs are written atomically, so none is left half-written).
 """
 

@@ -120,11 +120,13 @@ def add_backbone_arguments(parser: argparse.ArgumentParser, *, from_checkpoint: 
                        help=f"model input size in pixels; images are resized to it (default: {size_default})")
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
-    """``--device``, ``--batch-size``, ``--workers``, ``--no-progress``."""
+def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int | None = 8) -> None:
+    """``--device``, ``--batch-size`` (``None``: the method's recipe), ``--workers``, ``--no-progress``."""
     group = parser.add_argument_group("execution")
     group.add_argument("--device", default="auto", help="'auto' (CUDA when present, else CPU), 'cpu' or 'cuda[:N]'")
-    group.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N", help="images per batch")
+    group.add_argument("--batch-size", type=positive_int, default=batch_size, metavar="N",
+                       help="images per batch" + (" (default: the method's recipe, 8 for dapo)" if batch_size is None
+                                                  else ""))
     group.add_argument("--workers", type=non_negative_int, default=0, metavar="N",
                        help="image decoding processes (0: in the main process)")
     group.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -221,7 +223,7 @@ def load_backbone_arguments(args: argparse.Namespace, device: torch.device, save
     if pretrained is None:
         warnings.warn(f"backbone {name} with random weights (--pretrained {NO_WEIGHTS}): predictions are "
                       f"meaningless except for tests", stacklevel=2)
-    torch.manual_seed(0)  # random weights (tests) are the same in every run
+        torch.manual_seed(0)  # the same random weights in every run
     with argument_errors(f"backbone {name} / {pretrained}", ValueError, FileNotFoundError, RuntimeError):
         return load_backbone(name, pretrained, image_size=size, device=str(device), checkpoint=args.clip_weights)
 

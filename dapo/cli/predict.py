@@ -27,6 +27,7 @@ from dapo.cli.outputs import MAX_CLASSES, area_fractions, prediction_row, write_
     write_predictions
 
 PREDICTIONS_CSV = "predictions.csv"
+LISTED = 10  # skipped images named again in the closing error line
 DESCRIPTION = """\
 Predict anomaly maps and per-defect-type masks for images, with any list of defect names.
 
@@ -154,8 +155,8 @@ def run(args: argparse.Namespace) -> int:
     from dapo.vocabulary import PromptTooLongError
 
     vocabulary = parse_defects(args.defects)
+    paths = collect_images(args.images, Path(args.out))
     out = prepare_out(args.out)
-    paths = collect_images(args.images, out)
     names = output_names(paths)
     device = resolve_device_argument(args.device)
     model, _, checkpoint = load_model(args, device)
@@ -195,7 +196,9 @@ def run(args: argparse.Namespace) -> int:
     rate = len(rows) / elapsed if elapsed > 0 else float("nan")
     print(f"dapo predict: wrote {len(rows)} prediction(s) to {table} ({rate:.1f} images/s)", file=sys.stderr)
     if skipped:
-        print(f"dapo predict: error: {len(skipped)} of {len(paths)} image(s) could not be read and were skipped: "
-              f"{', '.join(map(str, skipped))}", file=sys.stderr)
+        listed = ", ".join(map(str, skipped[:LISTED])) + (f" and {len(skipped) - LISTED} more" if len(skipped) > LISTED
+                                                          else "")
+        print(f"dapo predict: error: {len(skipped)} of {len(paths)} image(s) could not be read and were skipped "
+              f"(each reported above): {listed}", file=sys.stderr)
         return 1
     return 0

@@ -49,7 +49,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                              "a run of the same configuration; another configuration is refused)")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoints")
     add_backbone_arguments(parser, from_checkpoint=False)
-    add_run_arguments(parser)
+    add_run_arguments(parser, batch_size=None)
     parser.set_defaults(run=run)
     return parser
 
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     out = prepare_out(args.out)
     device = resolve_device_argument(args.device)
     recipe = preset(args.method, seed=args.seed)
-    training = recipe.training.with_overrides(epochs=args.epochs or recipe.training.epochs, precision=args.precision)
+    training = recipe.training.with_overrides(epochs=args.epochs or recipe.training.epochs, precision=args.precision,
+                                              batch_size=args.batch_size or recipe.training.batch_size)
     backbone = load_backbone_arguments(args, device)
     model = make_model(args.method, backbone, seed=args.seed)
     if not model.learnable_parameters():

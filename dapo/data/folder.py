@@ -81,6 +81,10 @@ def class_folders(root: Path) -> tuple[Path | None, dict[str, Path]]:
                                 f"{root / GOOD} and defect images in {root}/<defect name>/")
     folders = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     good = root / GOOD if (root / GOOD).is_dir() else None
+    misspelt = [p for p in folders if p.name.casefold() in (GOOD, MASKS) and p.name not in (GOOD, MASKS)]
+    if misspelt:
+        raise FolderLayoutError(f"folder {misspelt[0]} would be a defect called {misspelt[0].name!r}; the reserved "
+                                f"folder names are lower case: {GOOD}/ and {MASKS}/")
     defects = [p for p in folders if p.name not in (GOOD, MASKS)]
     check_vocabulary([p.name for p in defects], allow_empty=True, source=f"the defect folders of {root}")
     names = [defect_name(p.name) for p in defects]
