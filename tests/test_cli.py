@@ -362,7 +362,8 @@ def test_train_refuses_a_folder_without_masks_and_training_free_methods(capsys, 
 def test_unknown_datasets_and_missing_roots_are_one_line_errors(capsys, tmp_path, tiny_model_name):
     with pytest.raises(SystemExit) as stop:
         main(["train", "--dataset", "mvtech", "--root", str(tmp_path), "--out", str(tmp_path / "run")])
-    assert stop.value.code == 2 and "argument --dataset: invalid choice: 'mvtech'" in error_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err)
+    assert stop.value.code == 2 and "argument --dataset: invalid choice: 'mvtech'" in line
     for dataset in ("folder", "mvtec"):
         code, err = dapo(capsys, "train", "--dataset", dataset, "--root", tmp_path / "nowhere", "--out",
                          tmp_path / "run", *TINY_BACKBONE)

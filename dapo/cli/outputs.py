@@ -48,9 +48,9 @@ def palette(n_defects: int) -> list[tuple[int, int, int]]:
 
 def legend_table(class_names: Sequence[str]) -> pd.DataFrame:
     """``index, name, hex, r, g, b`` for normal and each defect."""
-    rows = [{"index": k, "name": name, "hex": "#{:02x}{:02x}{:02x}".format(*colour), "r": colour[0],
-             "g": colour[1], "b": colour[2]} for k, (name, colour) in enumerate(zip(class_names, palette(len(class_names) - 1)))]
-    return pd.DataFrame(rows)
+    colours = palette(len(class_names) - 1)
+    return pd.DataFrame([{"index": k, "name": name, "hex": "#{:02x}{:02x}{:02x}".format(*colour), "r": colour[0],
+                          "g": colour[1], "b": colour[2]} for k, (name, colour) in enumerate(zip(class_names, colours))])
 
 
 def write_legend(out: Path, class_names: Sequence[str]) -> list[Path]:
