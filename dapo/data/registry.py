@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 from dapo.data.base import AnomalyDataset
+from dapo.data.folder import FolderDataset
 from dapo.data.knowledge import load_knowledge
 from dapo.data.mad import MADReal, MADSim
 from dapo.data.mpdd import MPDD
@@ -20,7 +21,9 @@ LOADERS: dict[str, type[AnomalyDataset]] = {
     "mad_sim": MADSim,
     "mad_real": MADReal,
     "real_iad": RealIAD,
+    "folder": FolderDataset,
 }
+FOLDER = "folder"  # one's own images (dapo.data.folder): no knowledge file, defects = folder names
 
 
 def open_dataset(
@@ -39,10 +42,14 @@ def open_dataset(
 
     ``name`` is a knowledge-base name (``"mvtec"``, ``"visa"``, ``"mpdd"``, ``"mad_sim"``,
     ``"mad_real"``, ``"real_iad"``, ``"synthetic_<world>"``) or the path of a knowledge
-    YAML file; its ``layout`` picks the loader. ``mean``/``std``: the image normalisation
-    (default OpenAI CLIP's; pass ``backbone.mean``/``backbone.std``). Other arguments:
-    :class:`AnomalyDataset`.
+    YAML file; its ``layout`` picks the loader. ``"folder"``: one's own images in the plain
+    layout of :mod:`dapo.data.folder` (no knowledge file; the defects are the folder names).
+    ``mean``/``std``: the image normalisation (default OpenAI CLIP's; pass
+    ``backbone.mean``/``backbone.std``). Other arguments: :class:`AnomalyDataset`.
     """
+    if str(name) == FOLDER:
+        return FolderDataset(root, image_size=image_size, split=split, vocab_scope=vocab_scope,
+                             exclude_multi_defect=exclude_multi_defect, products=products, mean=mean, std=std)
     knowledge = load_knowledge(name)
     loader = LOADERS[knowledge.layout]
     return loader(

@@ -1,0 +1,117 @@
+"""``dapo train``: train a method (:mod:`dapo.baselines`) on one dataset with :func:`dapo.train.train`.
+
+The recipe is the method's preset (``dapo.baselines.preset(method).training``) with ``--epochs``
+and ``--precision`` overridden; checkpoints, resume and the loss CSV are those of
+:mod:`dapo.train` (``--out`` holds ``epoch_NNN.safetensors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from dapo.cli.common import (HelpFormatter, UsageError, add_backbone_arguments, add_run_arguments, argument_errors,
+                             load_backbone_arguments, one_line, positive_int, prepare_out, resolve_device_argument)
+from dapo.cli.datasets import DATASET_HELP, add_dataset_arguments, open_dataset_arguments
+
+DESCRIPTION = f"""\
+Train a method's learned prompts and adapters on a dataset (the backbone stays frozen).
+
+Writes to --out one checkpoint per epoch (epoch_NNN.safetensors: learned parameters and the
+configuration), loss_history.csv and config.json; an interrupted run resumes from its last
+complete epoch when started again with the same arguments. Give the last checkpoint to
+`dapo predict --checkpoint` or `dapo evaluate --checkpoint`.
+
+{DATASET_HELP}"""
+EPILOG = """\
+examples:
+  dapo train --dataset folder --root my_parts/ --epochs 5 --out runs/my_parts
+  dapo train --dataset mvtec --root /data/mvtec_ad --backbone ViT-L-14-336 --pretrained openai \\
+      --clip-weights /models/ViT-L-14-336.pt --out runs/mvtec
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    from dapo.baselines import METHODS
+
+    parser = subparsers.add_parser("train", help="train a method on a dataset (e.g. a folder of one's own images)",
+                                   description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
+    add_dataset_arguments(parser, split_default="test")
+    parser.add_argument("--method", default="dapo", choices=sorted(METHODS), metavar="METHOD",
+                        help=f"method preset (one of {', '.join(sorted(METHODS))})")
+    parser.add_argument("--epochs", type=positive_int, metavar="N",
+                        help="training epochs (default: the method's recipe, 5 for dapo)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the data order")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="autocast precision; auto: bf16 on CUDA and bf16-capable CPUs, else fp32")
+    parser.add_argument("--restart", action="store_true",
+                        help="delete the checkpoints already in --out and train from scratch (default: resume "
+                             "a run of the same configuration; another configuration is refused)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoints")
+    add_backbone_arguments(parser, from_checkpoint=False)
+    add_run_arguments(parser, batch_size=None)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from dapo.baselines import make_model, preset
+    from dapo.experiments import training_words
+    from dapo.train import ResumeError, train, training_vocabulary
+
+    out = prepare_out(args.out)
+    device = resolve_device_argument(args.device)
+    recipe = preset(args.method, seed=args.seed)
+    training = recipe.training.with_overrides(epochs=args.epochs or recipe.training.epochs, precision=args.precision,
+                                              batch_size=args.batch_size or recipe.training.batch_size)
+    backbone = load_backbone_arguments(args, device)
+    model = make_model(args.method, backbone, seed=args.seed)
+    if not model.learnable_parameters():
+        raise UsageError(f"--method {args.method}: a training-free method (nothing to train); predict with it directly")
+    dataset = open_dataset_arguments(args, backbone, vocab_scope="dataset",
+                                     exclude_multi_defect=training.multi_defect == "exclude")
+    if getattr(dataset, "has_masks", True) is False:
+        raise UsageError(f"--root {args.root}: training needs pixel masks, and the folder has no masks/ folder "
+                         f"(masks/<defect>/<image name>.png, nonzero = defect)")
+    if training.mosaic_prob > 0:
+        from dapo.data.augment import MosaicDataset
+
+        dataset = MosaicDataset(dataset, training.mosaic_prob, seed=training.seed)
+    vocabulary = training_words(training_vocabulary(dataset), args.dataset, training)
+    check_prompts(model, vocabulary, args.root)
+    if not args.restart:
+        check_resumable(out, model, vocabulary, training)
+    print(f"dapo train: {args.method} on {args.dataset} {args.root} ({len(dataset)} images, defects: "
+          f"{', '.join(vocabulary)}), {backbone.model_name}/{backbone.pretrained} at {backbone.image_size} px, "
+          f"{training.epochs} epoch(s), {device}", file=sys.stderr)
+    with argument_errors(f"--out {out}", ResumeError):
+        result = train(model, dataset, out, training, device=str(device), resume=not args.restart,
+                       num_workers=args.workers, progress=not args.no_progress, vocabulary=vocabulary)
+    print(f"dapo train: final checkpoint {result.final} (loss history {out / 'loss_history.csv'})", file=sys.stderr)
+    return 0
+
+
+def check_prompts(model, vocabulary, root) -> None:
+    """Every defect name's prompt fits the text tower (else a one-line error before training)."""
+    import torch
+
+    from dapo.vocabulary import PromptTooLongError
+
+    with argument_errors(f"the defect names of --root {root}", PromptTooLongError), torch.no_grad():
+        model.encode_text(vocabulary)
+
+
+def check_resumable(out, model, vocabulary, training) -> None:
+    """The checkpoints already in ``out`` are readable and of this configuration (else one line)."""
+    from dapo.checkpoint import CheckpointError, list_checkpoints, read_metadata
+    from dapo.train import check_same_run
+
+    completed = [c for c in list_checkpoints(out) if c.epoch <= training.epochs]
+    if not completed:
+        return
+    with argument_errors(f"--out {out}", CheckpointError):
+        meta = read_metadata(completed[-1].path)
+    try:
+        check_same_run(meta, model, vocabulary, training, out)
+    except ValueError as error:
+        raise UsageError(f"--out: {one_line(error).replace('pass resume=False', 'pass --restart')}") from error
