@@ -66,8 +66,13 @@ def training_vocabulary(dataset: Dataset, vocabulary: Sequence[str] | None = Non
 
 
 def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict,
-                  vocabulary: Sequence[str], precision: str = "fp32") -> dict[str, float]:
-    """One optimiser step on a collated batch; returns the loss terms as floats."""
+                  vocabulary: Sequence[str], precision: str = "auto") -> dict[str, float]:
+    """One optimiser step on a collated batch; returns the loss terms as floats.
+
+    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``, see :func:`dapo.precision.resolve_precision`)
+    sets the forward pass's compute dtype; the learned parameters, their gradients, the
+    optimiser state and the losses stay float32.
+    """
     device = model.device
     images = batch["image"].to(device, non_blocking=True)
     labels = torch.as_tensor(batch["label"]).to(device)

@@ -34,7 +34,7 @@ def test_prediction_shapes_and_ranges(model, images):
 
 
 def test_scores_follow_their_definitions(model, images):
-    pred = Predictor(model, VOCABULARY)(images)
+    pred = Predictor(model, VOCABULARY, precision="fp32")(images)
     with torch.no_grad():
         out = model(images, VOCABULARY)
     probs = type_probabilities(out.stage_logits, (32, 32))
@@ -46,7 +46,7 @@ def test_scores_follow_their_definitions(model, images):
 
 def test_states_global_score_is_one_minus_normal_over_all_states(tiny_backbone, images):
     model = DAPO(tiny_backbone, DAPOConfig(n_prompts=1, global_score="states", image_score_global_weight=1.0))
-    pred = Predictor(model, VOCABULARY)(images)
+    pred = Predictor(model, VOCABULARY, precision="fp32")(images)
     with torch.no_grad():
         out = model(images, VOCABULARY)
     torch.testing.assert_close(pred.image_score, 1 - out.state_logits.softmax(-1)[:, 0])
@@ -87,7 +87,7 @@ def test_unseen_defect_after_training_step(tiny_backbone, tiny_dataset, images):
 def test_binary_models_spread_the_abnormal_probability(tiny_backbone, images):
     model = DAPO(tiny_backbone, DAPOConfig(text_prompts="object_agnostic", n_prompts=1, vision_depth=0,
                                            smoothing_sigma=0.0))
-    pred = Predictor(model, VOCABULARY)(images)
+    pred = Predictor(model, VOCABULARY, precision="fp32")(images)
     with torch.no_grad():
         out = model(images, VOCABULARY)
     two_way = type_probabilities(out.stage_logits, (32, 32))
