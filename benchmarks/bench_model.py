@@ -16,7 +16,8 @@ Examples::
 The backbone is randomly initialised (random weights cost what real ones cost) and the inputs
 are random tensors. Times are medians over interleaved rounds (every phase, precision and GEMM
 once per round), so a change of machine load affects all of them alike; on a shared CPU read
-the ratios rather than the milliseconds. Peak memory: on CUDA the peak allocated by PyTorch
+the ratios rather than the milliseconds (or pass ``--threads 1 --clock cpu``: one thread's CPU
+time does not count the time other jobs hold the core). Peak memory: on CUDA the peak allocated by PyTorch
 during each phase's warm-up; on the CPU the process's peak resident set size so far.
 """
 
@@ -38,6 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from dapo.backbone import load_backbone
 from dapo.baselines import METHODS, make_model
 from dapo.inference import Predictor
+from dapo.losses import loss_terms
+from dapo.model import DAPOOutput
 from dapo.precision import autocast, cpu_has_fast_bf16, resolve_device
 from dapo.progressive import reference_blocks
 from dapo.train import training_step
@@ -76,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="'cpu': this process's CPU time instead of wall time; with --threads 1 it "
+                             "stays meaningful on a machine shared with other jobs")
     parser.add_argument("--paper", action="store_true",
                         help="paper setting: ViT-L-14-336 at 518 px, batch 8 (needs CUDA)")
     args = parser.parse_args(argv)
@@ -140,7 +146,8 @@ def random_batch(batch: int, size: int, n_classes: int, device: torch.device) ->
             "product": ["widget"] * batch}
 
 
-def measure(phases: dict, steps: int, warmup: int, device: torch.device) -> dict[str, tuple[float, float]]:
+def measure(phases: dict, steps: int, warmup: int, device: torch.device,
+            clock=time.perf_counter) -> dict[str, tuple[float, float]]:
     """Median seconds per call and peak memory (MB) of each phase, timed in interleaved rounds."""
     peaks = {}
     for name, fn in phases.items():
@@ -154,15 +161,16 @@ def measure(phases: dict, steps: int, warmup: int, device: torch.device) -> dict
     for _ in range(steps):
         for name, fn in phases.items():
             synchronize(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return {name: (statistics.median(times[name]), peaks[name]) for name in phases}
 
 
 def model_phases(model, batch: dict, vocabulary: tuple[str, ...], precision: str, path: str) -> dict:
-    """Callables for inference, the text encoder's share of a step, and a training step."""
+    """Callables for inference, a training step, and two parts of a step: the text encoder
+    (forward and backward) and the loss terms on the stage maps (forward and backward)."""
     blocks = reference_blocks if path == "reference" else contextlib.nullcontext
     images = batch["image"]
     with blocks():
@@ -190,8 +198,19 @@ def model_phases(model, batch: dict, vocabulary: tuple[str, ...], precision: str
                 training_step(model, optimizer, batch, vocabulary, precision)
             model.eval()
 
+        with torch.no_grad(), blocks(), autocast(model.device, precision):
+            shapes = [logits.shape for logits in model(images, vocabulary).stage_logits]
+        generator = torch.Generator().manual_seed(1)
+        stage_logits = [torch.randn(shape, generator=generator).to(images.device).requires_grad_() for shape in shapes]
+        global_logits = torch.randn(images.shape[0], 2, generator=generator).to(images.device).requires_grad_()
+
+        def loss():
+            output = DAPOOutput(global_logits, None, stage_logits, None, None)
+            loss_terms(output, batch["label"], batch["type_mask"], lam=model.config.lam)["total"].backward()
+
         if model.config.learned_prompts:
             phases["text encoder (fwd+bwd)"] = text_encoder
+        phases["loss terms (fwd+bwd)"] = loss
         phases["training step"] = train_step
     return phases
 
@@ -231,7 +250,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         probe, gemm_flops["peak"] = gemm_probe(8192, 8192, 8192, torch.bfloat16, device, repeats=10)
         phases[("GEMM", "peak", "")] = probe
 
-    timed = measure(phases, args.steps, args.warmup, device)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    timed = measure(phases, args.steps, args.warmup, device, clock)
     rates = {precision: gemm_flops[precision] / timed[("GEMM", precision, "")][0] for precision in gemm_flops}
     reference_rate = rates.get("bf16", rates["fp32"])
     table = []
@@ -241,10 +261,10 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         n = flops[(phase, "fp32")]
         row = {"phase": phase, "precision": precision, "blocks": path, "ms / batch": 1000 * seconds,
                "ms / image": 1000 * seconds / args.batch, "images / s": args.batch / seconds, "GFLOP": n / 1e9,
-               "TFLOP/s": n / seconds / 1e12, "x FLOP time": seconds / (n / reference_rate),
-               "peak memory (MB)": peak}
+               "TFLOP/s": n / seconds / 1e12 if n else None,
+               "x FLOP time": seconds / (n / reference_rate) if n else None, "peak memory (MB)": peak}
         if "peak" in rates:
-            row["of bf16 peak"] = n / seconds / rates["peak"]
+            row["of bf16 peak"] = n / seconds / rates["peak"] if n else None
         table.append(row)
     return table, {"rates": rates, "gemm_shape": (rows, width, 4 * width), "device": device,
                    "precisions": precisions}
@@ -261,8 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     rates = ", ".join(f"{precision} {rate / 1e12:.3f}" for precision, rate in info["rates"].items())
     print(f"GEMM ({rows}x{width} @ {width}x{hidden}; 'peak': 8192^3 bf16) TFLOP/s: {rates}")
     reference = "bf16" if "bf16" in info["rates"] else "fp32"
-    print(f"x FLOP time = time / (FLOPs / {reference} GEMM rate); medians of {args.steps} interleaved rounds")
-    print(tabulate(table, headers="keys", floatfmt=".3g", tablefmt="github"))
+    print(f"x FLOP time = time / (FLOPs / {reference} GEMM rate); medians of {args.steps} interleaved rounds "
+          f"({'process CPU' if args.clock == 'cpu' else 'wall'} time)")
+    print(tabulate(table, headers="keys", floatfmt=".3g", tablefmt="github", missingval="-"))
 
 
 if __name__ == "__main__":
