@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     timed = measure(phases, args.steps, args.warmup, device, clock)
     rates = {precision: gemm_flops[precision] / timed[("GEMM", precision, "")][0] for precision in gemm_flops}
-    reference_rate = rates.get("bf16", rates["fp32"])
+    reference_rate = rates["bf16"] if "bf16" in rates else rates["fp32"]
     table = []
     for (phase, precision, path), (seconds, peak) in timed.items():
         if phase == "GEMM":
