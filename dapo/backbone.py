@@ -402,8 +402,9 @@ class FrozenBlock:
     ``x + ls_2(mlp(ln_2(x)))``) without ``nn.MultiheadAttention``, whose batch-first path
     transposes the sequence and runs the input projection as one small matmul per token
     (``bmm`` of (L, B, D) x (L, D, 3D)): here each projection is a single GEMM over all
-    B*L tokens and attention is one ``F.scaled_dot_product_attention`` call. The weights are
-    cast once, when the block is prepared, so a bf16 step never casts frozen weights.
+    B*L tokens and attention is one call of :func:`attention`. The weights are cast once,
+    when the block is prepared (:func:`prepared_blocks`), so a bf16 step never casts frozen
+    weights.
     """
 
     def __init__(self, block: ResidualAttentionBlock, dtype: torch.dtype) -> None:

@@ -22,9 +22,8 @@ every layer. Other block types run as their own modules, as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import contextlib
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -129,8 +128,9 @@ def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, *, attn_mask: torch
     ``taps`` are 1-based layer numbers whose outputs are returned in a dict; ``attn_mask`` is
     the blocks' additive mask (OpenCLIP's causal text mask runs as ``is_causal``).
     ``fused=False`` runs the block modules themselves with slicing and concatenation (the
-    reference the fused path is tested against); ``None`` follows :func:`reference_blocks`. Inside an autocast region the fused path
-    runs in the autocast dtype with frozen weights held in it, and returns tensors in it.
+    reference the fused path is tested against); ``None`` follows :func:`reference_blocks`.
+    Inside an autocast region the fused path runs in the autocast dtype, with the frozen
+    weights held in it, and returns tensors in it.
     """
     taps = set(taps)
     tapped: dict[int, torch.Tensor] = {}
