@@ -20,6 +20,7 @@ import json
 import math
 import os
 import socket
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -27,7 +28,7 @@ from urllib.parse import urlparse
 import open_clip
 import torch
 import torch.nn.functional as F
-from open_clip.transformer import VisionTransformer, text_global_pool
+from open_clip.transformer import LayerScale, QuickGELU, ResidualAttentionBlock, VisionTransformer, text_global_pool
 from torch import nn
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -389,6 +390,121 @@ class Backbone(nn.Module):
         if visual.final_ln_after_pool:
             pooled = visual.ln_post(pooled)
         return pooled @ visual.proj.to(pooled.dtype) if visual.proj is not None else pooled
+
+
+# ----------------------------------------------------------------------------- frozen blocks
+
+
+class FrozenBlock:
+    """One frozen OpenCLIP ``ResidualAttentionBlock`` with its weights held in one dtype.
+
+    Computes what the block computes (pre-norm attention and MLP, ``x + ls_1(attn(ln_1(x)))``,
+    ``x + ls_2(mlp(ln_2(x)))``) without ``nn.MultiheadAttention``, whose batch-first path
+    transposes the sequence and runs the input projection as one small matmul per token
+    (``bmm`` of (L, B, D) x (L, D, 3D)): here each projection is a single GEMM over all
+    B*L tokens and attention is one call of :func:`attention`. The weights are cast once,
+    when the block is prepared (:func:`prepared_blocks`), so a bf16 step never casts frozen
+    weights.
+    """
+
+    def __init__(self, block: ResidualAttentionBlock, dtype: torch.dtype) -> None:
+        def held(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.detach().to(dtype).contiguous()
+
+        attn = block.attn
+        self.heads = attn.num_heads
+        self.ln_1 = (held(block.ln_1.weight), held(block.ln_1.bias), block.ln_1.eps)
+        self.ln_2 = (held(block.ln_2.weight), held(block.ln_2.bias), block.ln_2.eps)
+        self.qkv = (held(attn.in_proj_weight), held(attn.in_proj_bias))
+        self.out = (held(attn.out_proj.weight), held(attn.out_proj.bias))
+        self.fc = (held(block.mlp.c_fc.weight), held(block.mlp.c_fc.bias))
+        self.proj = (held(block.mlp.c_proj.weight), held(block.mlp.c_proj.bias))
+        self.ls_1 = held(block.ls_1.gamma) if isinstance(block.ls_1, LayerScale) else None
+        self.ls_2 = held(block.ls_2.gamma) if isinstance(block.ls_2, LayerScale) else None
+        self.quick_gelu = isinstance(block.mlp.gelu, QuickGELU)
+
+    @staticmethod
+    def supports(block: nn.Module) -> bool:
+        """Whether ``block`` is a plain batch-first OpenCLIP block this class reproduces."""
+        if type(block) is not ResidualAttentionBlock or hasattr(block, "ln_1_kv"):
+            return False
+        attn = block.attn
+        act = getattr(block.mlp, "gelu", None)
+        gelu_ok = isinstance(act, QuickGELU) or (type(act) is nn.GELU and act.approximate == "none")
+        norms_ok = all(isinstance(n, nn.LayerNorm) and n.elementwise_affine for n in (block.ln_1, block.ln_2))
+        scales_ok = all(isinstance(s, (nn.Identity, LayerScale)) for s in (block.ls_1, block.ls_2))
+        return (attn.batch_first and attn._qkv_same_embed_dim and attn.bias_k is None and not attn.add_zero_attn
+                and gelu_ok and norms_ok and scales_ok and list(block.mlp._modules) == ["c_fc", "gelu", "c_proj"])
+
+    def __call__(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+                 ) -> torch.Tensor:
+        batch, length, width = x.shape
+        h = F.layer_norm(x, (width,), *self.ln_1)
+        q, k, v = F.linear(h, *self.qkv).view(batch, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        attended = attention(q, k, v, attn_mask, is_causal)
+        attended = F.linear(attended.transpose(1, 2).reshape(batch, length, width), *self.out)
+        x = x + (attended if self.ls_1 is None else attended * self.ls_1)
+        h = F.linear(F.layer_norm(x, (width,), *self.ln_2), *self.fc)
+        h = h * torch.sigmoid(1.702 * h) if self.quick_gelu else F.gelu(h)
+        h = F.linear(h, *self.proj)
+        return x + (h if self.ls_2 is None else h * self.ls_2)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
+              is_causal: bool = False) -> torch.Tensor:
+    """Softmax attention of (B, H, L, d) heads; ``attn_mask`` additive (L, L) in the inputs' dtype.
+
+    ``F.scaled_dot_product_attention`` except for reduced precision on the CPU, where its
+    flash kernel is several times slower than three plain bf16 ops (scores GEMM, softmax,
+    GEMM), above all in the backward pass, and the (B, H, L, L) scores of the models run
+    on a CPU are small.
+    """
+    if q.device.type != "cpu" or q.dtype == torch.float32 or q.dtype == torch.float64:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    if attn_mask is not None:
+        scores = scores + attn_mask
+    if is_causal:
+        length = scores.shape[-1]
+        scores = scores.masked_fill(torch.ones(length, length, dtype=torch.bool, device=q.device).triu(1),
+                                    float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
+
+_PREPARED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _weights_key(blocks: nn.ModuleList) -> tuple:
+    """Identity of the blocks' current weights (storage and in-place version of every tensor)."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in blocks.parameters())
+
+
+def prepared_blocks(blocks: nn.ModuleList, dtype: torch.dtype) -> list[FrozenBlock] | None:
+    """The frozen blocks with weights held in ``dtype``, built once and cached; ``None`` when a
+    block is not a plain OpenCLIP block (the caller then runs the modules themselves).
+
+    The cache follows the modules: moving them to another device, loading other weights into
+    them (in place or not) or changing their dtype builds the prepared copy again.
+    """
+    if not all(FrozenBlock.supports(block) for block in blocks):
+        return None
+    if any(p.requires_grad for p in blocks.parameters()):
+        return None  # trainable blocks must run as modules so that their weights get gradients
+    cache = _PREPARED.setdefault(blocks, {})
+    key = _weights_key(blocks)
+    entry = cache.get(dtype)
+    if entry is None or entry[0] != key:
+        with torch.inference_mode(False), torch.no_grad():  # plain tensors, usable by autograd later
+            entry = cache[dtype] = (key, [FrozenBlock(block, dtype) for block in blocks])
+    return entry[1]
+
+
+def is_causal_mask(mask: torch.Tensor | None) -> bool:
+    """Whether an additive (L, L) mask is exactly the causal mask (-inf above the diagonal, 0 elsewhere)."""
+    if mask is None or mask.dim() != 2 or mask.shape[0] != mask.shape[1] or not mask.is_floating_point():
+        return False
+    upper = torch.ones_like(mask, dtype=torch.bool).triu(1)
+    return bool(torch.all(mask[upper] == float("-inf"))) and bool(torch.all(mask[~upper] == 0))
 
 
 def load_backbone(model_name: str = "ViT-L-14-336", pretrained: str | None = "openai", *, image_size: int = 518,

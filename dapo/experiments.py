@@ -286,11 +286,11 @@ def train_methods(cfg: ProfileConfig, methods: Mapping[str, str], run_dir: str |
 # ----------------------------------------------------------------------------- evaluation
 
 
-def predict_products(model, dataset, *, device: str = "auto", batch_size: int = 8,
+def predict_products(model, dataset, *, device: str = "auto", precision: str = "auto", batch_size: int = 8,
                      num_workers: int = 0, vocabulary: str = "product", desc: str = "predict", progress: bool = True):
     """Yield ``(product, vocabulary, batch, prediction)`` product by product, each product scored
     against its own defect types (``vocabulary="product"``) or the dataset's (``"dataset"``);
-    text embeddings are computed once per product."""
+    text embeddings are computed once per product; ``precision`` as :class:`dapo.inference.Predictor`."""
     from dapo.data import collate_samples
     from dapo.inference import Predictor
 
@@ -298,7 +298,7 @@ def predict_products(model, dataset, *, device: str = "auto", batch_size: int = 
     model = model.to(dev).eval()
     for product in tqdm(dataset.products, desc=desc, disable=not progress):
         words = dataset.vocabulary(product) if vocabulary == "product" else dataset.dataset_vocabulary
-        predictor = Predictor(model, words, product=product)
+        predictor = Predictor(model, words, product=product, precision=precision)
         loader = DataLoader(dataset.subset(product), batch_size=batch_size, num_workers=num_workers,
                             collate_fn=collate_samples)
         for batch in loader:

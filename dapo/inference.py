@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from dapo.config import DAPOConfig
 from dapo.losses import config_probabilities
 from dapo.model import DAPO, DAPOOutput
-from dapo.precision import autocast
+from dapo.precision import autocast, resolve_precision
 from dapo.vocabulary import check_vocabulary
 
 
@@ -129,14 +129,18 @@ class Predictor:
     """Predictions for one defect vocabulary; the text embeddings are computed once, here.
 
     ``product`` names the product in handcrafted prompts (MultiADS, CLIP-AC); learned
-    prompts are object-agnostic and ignore it.
+    prompts are object-agnostic and ignore it. ``precision`` (``"auto"``, ``"fp32"``,
+    ``"bf16"``, see :func:`dapo.precision.resolve_precision`) sets the compute dtype of the
+    encoders; predictions are float32.
     """
 
-    def __init__(self, model: DAPO, vocabulary: Sequence[str], *, product: str | None = None) -> None:
+    def __init__(self, model: DAPO, vocabulary: Sequence[str], *, product: str | None = None,
+                 precision: str = "auto") -> None:
         self.vocabulary = check_vocabulary(vocabulary, source="Predictor vocabulary")
         self.model = model.eval()
         self.product = product
-        with torch.no_grad(), autocast(model.device, "auto" if model.device.type == "cuda" else "fp32"):
+        self.precision = resolve_precision(precision, model.device)
+        with torch.no_grad(), autocast(model.device, self.precision):
             self.text_embeddings = model.encode_text(self.vocabulary, product).float()
 
     @property
@@ -147,7 +151,7 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> Prediction:
         images = images.to(self.model.device)
-        with autocast(self.model.device, "auto" if self.model.device.type == "cuda" else "fp32"):
+        with autocast(self.model.device, self.precision):
             output = self.model(images, text_embeddings=self.text_embeddings)
         return predict(self.model, output, tuple(images.shape[-2:]), len(self.vocabulary))
 

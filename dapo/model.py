@@ -179,7 +179,9 @@ class DAPO(nn.Module):
         vocabulary = self._check_vocabulary(vocabulary)
         if self.config.learned_prompts:
             return self._encode_learned(vocabulary)
-        key = ((), product) if self.binary else (vocabulary, product)
+        device_type = self.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        key = ((), product, dtype) if self.binary else (vocabulary, product, dtype)  # one entry per precision
         if key not in self._handcrafted_cache:
             with torch.no_grad():
                 self._handcrafted_cache[key] = self._encode_handcrafted(vocabulary, product).cpu()

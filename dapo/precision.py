@@ -63,6 +63,15 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "fp32"
 
 
+def compute_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul on ``tensor`` runs in here: the autocast dtype inside an enabled
+    autocast region of its device type, else the tensor's own floating dtype."""
+    device_type = tensor.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return tensor.dtype
+
+
 def autocast(device: torch.device | str, precision: str = "auto"):
     """bf16 autocast when the resolved precision is bf16, otherwise a no-op context."""
     device = torch.device(device)

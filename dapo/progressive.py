@@ -14,15 +14,23 @@ After layer N_d the positions simply carry their outputs on. Where the positions
 caller's choice: right after the start-of-text token in the text encoder (so the causal mask
 lets every prompt word see them and EOT pooling is unchanged) and right after the class token
 in the vision encoder (excluded from the patch taps and from pooling).
+
+Speed: plain OpenCLIP blocks run as :class:`dapo.backbone.FrozenBlock` (weights held once in
+the compute dtype: the autocast dtype inside an autocast region), and the reserved positions
+are rewritten in place (:class:`_SlotWrite`) instead of concatenating the sequence anew at
+every layer. Other block types run as their own modules, as before.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
+from dapo.backbone import is_causal_mask, prepared_blocks
+from dapo.precision import compute_dtype
 from dapo.prompts import sample_tokens
 
 
@@ -78,22 +86,94 @@ class DeepPrompts(nn.Module):
         return tokens if a == 0.0 else (1.0 - a) * tokens + a * previous
 
 
+_FUSED = [True]
+
+
+@contextlib.contextmanager
+def reference_blocks():
+    """Inside: :func:`run_blocks` runs the block modules with slicing and concatenation, the
+    implementation before :class:`dapo.backbone.FrozenBlock` (for tests and benchmarks)."""
+    _FUSED.append(False)
+    try:
+        yield
+    finally:
+        _FUSED.pop()
+
+
+class _SlotWrite(torch.autograd.Function):
+    """``x[:, start:stop] = (1 - a) * tokens + a * x[:, start:stop]``, in place or on a copy.
+
+    Backward: ``a`` times the incoming gradient at the slot (zero when ``a`` is 0) and the
+    gradient unchanged elsewhere for ``x``; the batch sum of ``(1 - a)`` times it at the slot
+    for ``tokens`` (accumulated in float32). One pass over the sequence each way, where
+    slicing and concatenation cost a zero-filled copy per slice.
+    """
+
+    @staticmethod
+    def forward(ctx, x, tokens, a: float, start: int, stop: int, inplace: bool):
+        out = x if inplace else x.clone()
+        segment = out[:, start:stop]
+        expanded = tokens.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+        segment.copy_(expanded if a == 0.0 else (1.0 - a) * expanded + a * segment)
+        if inplace:
+            ctx.mark_dirty(x)
+        ctx.a, ctx.start, ctx.stop, ctx.token_dtype = a, start, stop, tokens.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        a, start, stop = ctx.a, ctx.start, ctx.stop
+        grad_x = grad_tokens = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad.clone()
+            grad_x[:, start:stop].mul_(a)
+        if ctx.needs_input_grad[1]:
+            grad_tokens = grad[:, start:stop].float().sum(0)
+            grad_tokens = (grad_tokens if a == 0.0 else (1.0 - a) * grad_tokens).to(ctx.token_dtype)
+        return grad_x, grad_tokens, None, None, None, None
+
+
 def run_blocks(blocks: Iterable[nn.Module], x: torch.Tensor, *, attn_mask: torch.Tensor | None = None,
-               deep: DeepPrompts | None = None, slot: slice | None = None,
-               taps: Iterable[int] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+               deep: DeepPrompts | None = None, slot: slice | None = None, taps: Iterable[int] = (),
+               fused: bool | None = None) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Run transformer blocks (batch first) with deep tokens at ``slot``; return output and tapped layers.
 
-    ``taps`` are 1-based layer numbers whose outputs are returned in a dict.
+    ``taps`` are 1-based layer numbers whose outputs are returned in a dict; ``attn_mask`` is
+    the blocks' additive mask (OpenCLIP's causal text mask runs as ``is_causal``).
+    ``fused=False`` runs the block modules themselves with slicing and concatenation (the
+    reference the fused path is tested against); ``None`` follows :func:`reference_blocks`.
+    Inside an autocast region the fused path runs in the autocast dtype, with the frozen
+    weights held in it, and returns tensors in it.
     """
     taps = set(taps)
     tapped: dict[int, torch.Tensor] = {}
     if deep is not None and (slot is None or slot.stop - slot.start != deep.n_tokens):
         raise ValueError(f"slot {slot} must span the {deep.n_tokens} deep tokens")
-    for layer, block in enumerate(blocks, start=1):
-        if deep is not None and deep.covers(layer):
-            new = deep.layer_input(layer, x[:, slot])
-            x = torch.cat([x[:, :slot.start], new, x[:, slot.stop:]], dim=1)
-        x = block(x, attn_mask=attn_mask)
-        if layer in taps:
-            tapped[layer] = x
+    fused = _FUSED[-1] if fused is None else fused
+    dtype = compute_dtype(x)
+    prepared = prepared_blocks(blocks, dtype) if fused and isinstance(blocks, nn.ModuleList) else None
+    if prepared is None:
+        for layer, block in enumerate(blocks, start=1):
+            if deep is not None and deep.covers(layer):
+                new = deep.layer_input(layer, x[:, slot])
+                x = torch.cat([x[:, :slot.start], new, x[:, slot.stop:]], dim=1)
+            x = block(x, attn_mask=attn_mask)
+            if layer in taps:
+                tapped[layer] = x
+        return x, tapped
+    causal = is_causal_mask(attn_mask)
+    mask = None if causal or attn_mask is None else attn_mask.to(dtype)  # as OpenCLIP's block casts it
+    device_type = x.device.type
+    no_autocast = torch.autocast(device_type, enabled=False) if torch.is_autocast_enabled(device_type) \
+        else contextlib.nullcontext()
+    with no_autocast:
+        x = x.to(dtype)
+        for layer, block in enumerate(prepared, start=1):
+            if deep is not None and deep.covers(layer):
+                # in place on a block output no one else holds: not the caller's input, not a tap
+                inplace = layer > 1 and (layer - 1) not in taps
+                x = _SlotWrite.apply(x, deep.tokens[layer - deep.first_layer], deep.alpha(layer), slot.start, slot.stop, inplace)
+            x = block(x, mask, causal)
+            if layer in taps:
+                tapped[layer] = x
     return x, tapped

@@ -5,7 +5,9 @@ sample dict of docs/ARCHITECTURE.md, with the dataset-wide defect vocabulary (th
 be opened with ``vocab_scope="dataset"`` so that its ``type_mask`` ids index
 ``dataset.dataset_vocabulary``). ``training`` is a :class:`~dapo.config.TrainConfig` (the
 method's recipe, :func:`dapo.baselines.training_for`). Data order is seeded per epoch, so a
-resumed run sees the same batches as an uninterrupted one and ends with the same weights.
+resumed run sees the same batches as an uninterrupted one and ends with the same weights. The
+forward pass runs in ``training.precision`` (bf16 autocast on CUDA and bf16-capable CPUs with
+``"auto"``); parameters, optimiser state and losses stay fp32.
 
 Files in ``out_dir``, written atomically in this order at the end of every epoch:
 ``loss_history.csv`` (one row per step), ``optimizer_state_epoch_NNN.pt`` (Adam's state), then
@@ -78,8 +80,13 @@ def training_vocabulary(dataset: Dataset, vocabulary: Sequence[str] | None = Non
 
 
 def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict,
-                  vocabulary: Sequence[str], precision: str = "fp32") -> dict[str, float]:
-    """One optimiser step on a collated batch; returns the loss terms as floats."""
+                  vocabulary: Sequence[str], precision: str = "auto") -> dict[str, float]:
+    """One optimiser step on a collated batch; returns the loss terms as floats.
+
+    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``, see :func:`dapo.precision.resolve_precision`)
+    sets the forward pass's compute dtype; the learned parameters, their gradients, the
+    optimiser state and the losses stay float32.
+    """
     device = model.device
     images = batch["image"].to(device, non_blocking=True)
     labels = torch.as_tensor(batch["label"]).to(device)

@@ -34,7 +34,7 @@ def test_prediction_shapes_and_ranges(model, images):
 
 
 def test_scores_follow_their_definitions(model, images):
-    pred = Predictor(model, VOCABULARY)(images)
+    pred = Predictor(model, VOCABULARY, precision="fp32")(images)
     with torch.no_grad():
         out = model(images, VOCABULARY)
     probs = type_probabilities(out.stage_logits, (32, 32), model.config)
@@ -47,7 +47,7 @@ def test_scores_follow_their_definitions(model, images):
 def test_image_score_mixes_the_global_score_with_a_map_statistic(tiny_backbone, images):
     for statistic in ("max", "top3_mean"):
         model = DAPO(tiny_backbone, DAPOConfig(n_prompts=1, image_score_global_weight=0.5, map_score=statistic))
-        pred = Predictor(model, VOCABULARY)(images)
+        pred = Predictor(model, VOCABULARY, precision="fp32")(images)
         with torch.no_grad():
             out = model(images, VOCABULARY)
         flat = pred.anomaly_map.flatten(1)
@@ -57,7 +57,7 @@ def test_image_score_mixes_the_global_score_with_a_map_statistic(tiny_backbone, 
 
 def test_states_global_score_is_one_minus_normal_over_all_states(tiny_backbone, images):
     model = DAPO(tiny_backbone, DAPOConfig(n_prompts=1, global_score="states", image_score_global_weight=1.0))
-    pred = Predictor(model, VOCABULARY)(images)
+    pred = Predictor(model, VOCABULARY, precision="fp32")(images)
     with torch.no_grad():
         out = model(images, VOCABULARY)
     torch.testing.assert_close(pred.image_score, 1 - out.state_logits.softmax(-1)[:, 0])
@@ -98,7 +98,7 @@ def test_unseen_defect_after_training_step(tiny_backbone, tiny_dataset, images):
 def test_binary_models_spread_the_abnormal_probability(tiny_backbone, images):
     model = DAPO(tiny_backbone, DAPOConfig(text_prompts="object_agnostic", n_prompts=1, vision_depth=0,
                                            smoothing_sigma=0.0))
-    pred = Predictor(model, VOCABULARY)(images)
+    pred = Predictor(model, VOCABULARY, precision="fp32")(images)
     with torch.no_grad():
         out = model(images, VOCABULARY)
     two_way = type_probabilities(out.stage_logits, (32, 32))
