@@ -199,7 +199,7 @@ def topology_scatter(panels: dict[str, dict], method: str = "tsne", seed: int = 
     handles = list(legend.values()) + [plt.Line2D([], [], marker="P", color="w", markerfacecolor="white",
                                                   markeredgecolor="black", markersize=10, label="text embedding")]
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False, markerscale=1.5)
-    fig.subplots_adjust(right=1.0 - 0.55 / fig.get_figwidth() * 2, wspace=0.05)
+    fig.subplots_adjust(right=1.0 - 1.4 / fig.get_figwidth(), wspace=0.05)  # 1.4 in for the legend
     return fig
 
 

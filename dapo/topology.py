@@ -176,9 +176,15 @@ def _text(model, vocabulary: Sequence[str], product: str | None, n_stages: int, 
 
 @torch.no_grad()
 def embed(models: Mapping, dataset, sample: PatchSample, vocabulary: Sequence[str], *, stage: int | str = "all",
-          batch_size: int = 16) -> dict:
+          product_text: bool = False, batch_size: int = 16) -> dict:
     """``{key: Embedded}`` for every model of ``models`` (same backbone input size), one pass over the
-    sampled images. ``vocabulary``: the names of the labels (label k = ``vocabulary[k - 1]``)."""
+    sampled images. ``vocabulary``: the names of the labels (label k = ``vocabulary[k - 1]``).
+
+    Text: ``model.encode_text(vocabulary)``, product-agnostic (handcrafted prompts say "object"),
+    the same anchors for the measures and the pictures. ``product_text``: score each patch of a
+    handcrafted-prompt model (MultiADS, CLIP-AC) against its own product's prompts instead, as
+    their evaluation does (one text encoding per product: thousands of prompts each).
+    """
     from dapo.data import collate_samples
     from dapo.precision import autocast
 
@@ -203,7 +209,7 @@ def embed(models: Mapping, dataset, sample: PatchSample, vocabulary: Sequence[st
     out = {}
     for key, model in models.items():
         n_stages = len(model.adapters)
-        if model.uses_product_names:
+        if product_text and model.uses_product_names:
             per_product = {p: _text(model, vocabulary, p, n_stages, stage).cpu().numpy()
                            for p in dict.fromkeys(sample.product)}
             patch_text = np.stack([per_product[p] for p in sample.product]) if len(sample) else np.zeros((0,))

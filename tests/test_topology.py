@@ -229,9 +229,9 @@ def test_stage_space_all_gives_the_mean_of_the_stage_cosines():
         topology.stage_space(stages, 3)
 
 
-@pytest.mark.parametrize("method", ["dapo", "multiads"])
-def test_embed_takes_the_sampled_patches_in_the_models_map_geometry(method, tiny_backbone, make_tiny_dataset,
-                                                                    test_prompts):
+@pytest.mark.parametrize("method, product_text", [("dapo", False), ("multiads", False), ("multiads", True)])
+def test_embed_takes_the_sampled_patches_in_the_models_map_geometry(method, product_text, tiny_backbone,
+                                                                    make_tiny_dataset, test_prompts):
     from dapo.baselines import make_model
 
     overrides = dict(templates=test_prompts["templates"], normal_states=test_prompts["normal_states"],
@@ -240,16 +240,18 @@ def test_embed_takes_the_sampled_patches_in_the_models_map_geometry(method, tiny
     dataset = make_tiny_dataset(n=6, seed=1)
     sample = topology.sample_patches(dataset, tiny_backbone.grid_size(), per_class=4, seed=0)
     vocabulary = dataset.dataset_vocabulary
-    emb = topology.embed({"m": model}, dataset, sample, vocabulary, batch_size=4)["m"]
+    emb = topology.embed({"m": model}, dataset, sample, vocabulary, product_text=product_text, batch_size=4)["m"]
     assert emb.states == ("normal", *vocabulary)
     assert emb.patches.shape == (len(sample), 4 * tiny_backbone.embed_dim)
-    expected_text = (len(sample), 3, emb.patches.shape[1]) if method == "multiads" else (3, emb.patches.shape[1])
+    expected_text = (len(sample), 3, emb.patches.shape[1]) if product_text else (3, emb.patches.shape[1])
     assert emb.patch_text.shape == expected_text
+    np.testing.assert_allclose(emb.anchors, topology.text_space(model.encode_text(vocabulary), 4).detach().numpy(),
+                               atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(emb.patches, axis=1), 1.0, atol=1e-5)
     # cosine in this space = mean over the stages of the map logits x tau, for that image and patch
     images = torch.stack([dataset[int(i)]["image"] for i in sample.image])
     with torch.no_grad():
-        out = model(images, vocabulary, products=list(sample.product))
+        out = model(images, vocabulary, products=list(sample.product) if product_text else None)
     h, w = tiny_backbone.grid_size()
     logits = torch.stack(out.stage_logits).mean(0).flatten(2)            # (N, S, h*w)
     maps = logits[torch.arange(len(sample)), :, torch.as_tensor(sample.patch)].numpy() * model.temperature
