@@ -188,6 +188,7 @@ SEEDS = Parameter("seeds", [0, 1, 2], "training seeds of every compared method (
 #: Parameters of single notebooks, after the common ones (keyed by the notebook's file stem).
 EXTRAS: dict[str, tuple[Parameter, ...]] = {
     "03_multitype": (SEEDS,),
+    "10_topology": (SEEDS,),
 }
 
 

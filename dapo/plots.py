@@ -143,3 +143,82 @@ def embedding_scatter(panels: dict[str, tuple[np.ndarray, Sequence[str]]], metho
     fig.legend(handles, names, loc="center right", fontsize=7, frameon=False)
     fig.subplots_adjust(right=0.82)
     return fig
+
+
+def _state_styles(names: Sequence[str]) -> dict[str, tuple]:
+    """Colour per state name: normal grey, a binary model's single abnormal state black, defect types
+    from tab10 in order of appearance (``*``-marked unseen names share their type's colour)."""
+    palette = plt.get_cmap("tab10").colors
+    styles, order = {"normal": (0.6, 0.6, 0.6), "anomaly": (0.0, 0.0, 0.0)}, []
+    for name in names:
+        base = name.rstrip("*")
+        if base not in styles and base not in order:
+            order.append(base)
+    styles.update({base: palette[i % len(palette)] for i, base in enumerate(order)})
+    return styles
+
+
+def topology_scatter(panels: dict[str, dict], method: str = "tsne", seed: int = 0) -> plt.Figure:
+    """Patch and state text embeddings projected together, one panel per model (DAPO Fig. 9).
+
+    ``panels``: ``{title: {"patches": (N, D), "labels": N state names, "text": (S, D),
+    "text_labels": S state names}}``. Patches are small points coloured by state (circles for
+    seen types, triangles for names ending in ``*``, i.e. unseen in training); text embeddings
+    are large crosses with a black edge, named. Each panel is projected on its own
+    (:func:`project_2d` of patches and text together), in one thread: the projections are small,
+    and OpenMP's multi-threaded Barnes-Hut t-SNE costs ~20x more CPU on a busy machine.
+    """
+    from threadpoolctl import threadpool_limits
+
+    names = [n for p in panels.values() for n in (*p["labels"], *p["text_labels"])]
+    colours = _state_styles(names)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.6), squeeze=False)
+    legend = {}
+    for ax, (title, panel) in zip(axes[0], panels.items()):
+        patches, text = np.asarray(panel["patches"]), np.asarray(panel["text"])
+        with threadpool_limits(1):
+            xy = project_2d(np.vstack([patches, text]), method, seed)
+        labels = np.asarray(panel["labels"])
+        for name in dict.fromkeys(labels):
+            sel = labels == name
+            unseen = name.endswith("*")
+            legend[name] = ax.scatter(xy[: len(patches)][sel, 0], xy[: len(patches)][sel, 1], s=9,
+                                      color=colours[name.rstrip("*")], marker="^" if unseen else "o",
+                                      alpha=0.35 if name == "normal" else 0.7, linewidths=0, label=name)
+        anchors = xy[len(patches):]
+        for rank, i in enumerate(np.argsort(anchors[:, 1])):  # names fanned out bottom to top: anchors crowd
+            (x, y), name = anchors[i], panel["text_labels"][i]
+            ax.scatter([x], [y], s=170, marker="P", color=colours[name.rstrip("*")], edgecolors="black",
+                       linewidths=1.2, zorder=5)
+            ax.annotate(f"'{name}'", (x, y), xytext=(8, 9 * (rank - (len(anchors) - 1) / 2)),
+                        textcoords="offset points", fontsize=7, zorder=6, va="center",
+                        arrowprops=dict(arrowstyle="-", lw=0.4, color="0.4"))
+        ax.set_title(f"{title} ({method.upper()})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = list(legend.values()) + [plt.Line2D([], [], marker="P", color="w", markerfacecolor="white",
+                                                  markeredgecolor="black", markersize=10, label="text embedding")]
+    fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False, markerscale=1.5)
+    fig.subplots_adjust(right=1.0 - 1.4 / fig.get_figwidth(), wspace=0.05)  # 1.4 in for the legend
+    return fig
+
+
+def vocabulary_maps_figure(image, class_names: Sequence[str], type_probs, type_mask, *,
+                           mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
+                           title: str = "") -> plt.Figure:
+    """The vocabulary playground: the image, one probability map per typed defect name (channels
+    1..K of ``type_probs`` (K+1, H, W)), and the argmax mask over normal + the names."""
+    n_defects = len(class_names) - 1
+    fig, axes = plt.subplots(1, n_defects + 3, figsize=(2.3 * (n_defects + 2) + 0.4, 2.9), squeeze=False,
+                             gridspec_kw=dict(width_ratios=[1.0] * (n_defects + 1) + [0.07, 1.0]))
+    _overlay(axes[0, 0], image, None, len(class_names), title or "image", mean, std)
+    for k in range(1, n_defects + 1):
+        ax = axes[0, k]
+        shown = ax.imshow(np.asarray(type_probs[k]), cmap="magma", vmin=0.0, vmax=1.0)
+        ax.set_title(f"p({class_names[k]})", fontsize=8)
+        ax.axis("off")
+    fig.colorbar(shown, cax=axes[0, -2]).ax.tick_params(labelsize=6)
+    _overlay(axes[0, -1], image, type_mask, len(class_names), "argmax mask", mean, std)
+    _legend(fig, class_names)
+    fig.subplots_adjust(bottom=0.2, wspace=0.35)
+    return fig
