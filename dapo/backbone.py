@@ -507,6 +507,28 @@ def is_causal_mask(mask: torch.Tensor | None) -> bool:
     return bool(torch.all(mask[upper] == float("-inf"))) and bool(torch.all(mask[~upper] == 0))
 
 
+def _create_at_size(model_name: str, weights: str | None, image_size: int, quick_gelu: bool) -> nn.Module:
+    """The OpenCLIP model with ``weights`` at ``image_size``, positional embeddings resized in fp32.
+
+    OpenCLIP resizes the positional table of the weights file in the file's own dtype, which
+    fails on the CPU for fp16 files (the compact synthetic weights, OpenAI's): the model is
+    built at its native size with the weights, cast to fp32, then resized into the sized model.
+    """
+    native = open_clip.get_model_config(model_name)["vision_cfg"]["image_size"]
+    if weights is None or image_size == native:
+        return open_clip.create_model(model_name, pretrained=weights, force_image_size=image_size,
+                                      force_quick_gelu=quick_gelu, device="cpu")
+    from open_clip.model import resize_pos_embed
+
+    loaded = open_clip.create_model(model_name, pretrained=weights, force_quick_gelu=quick_gelu, device="cpu")
+    state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.state_dict().items()}
+    sized = open_clip.create_model(model_name, pretrained=None, force_image_size=image_size,
+                                   force_quick_gelu=quick_gelu, device="cpu")
+    resize_pos_embed(state, sized)
+    sized.load_state_dict(state)
+    return sized
+
+
 def load_backbone(model_name: str = "ViT-L-14-336", pretrained: str | None = "openai", *, image_size: int = 518,
                   tap_layers: tuple[int, ...] | list[int] | None = None, device: str | torch.device = "cpu",
                   checkpoint: str | os.PathLike | None = None, quick_gelu: bool | None = None) -> Backbone:
@@ -538,8 +560,7 @@ def load_backbone(model_name: str = "ViT-L-14-336", pretrained: str | None = "op
     if source.download:
         source = WeightsSource(open_clip.download_pretrained(source.tag_cfg), source.tag_cfg)
     use_quick_gelu = bool(source.tag_cfg.get("quick_gelu", False)) if quick_gelu is None else quick_gelu
-    clip = open_clip.create_model(model_name, pretrained=source.path, force_image_size=image_size,
-                                  force_quick_gelu=use_quick_gelu, device=device)
+    clip = _create_at_size(model_name, source.path, image_size, use_quick_gelu).to(device)
     return Backbone(clip, model_name=model_name, pretrained=pretrained, image_size=image_size,
                     tap_layers=tuple(tap_layers) if tap_layers else None, mean=source.tag_cfg.get("mean"),
                     std=source.tag_cfg.get("std"), weights=source.describe()).to(device)

@@ -124,3 +124,19 @@ def test_non_vit_image_tower_is_rejected(tiny_model_name, tiny_image_size):
     clip.visual = torch.nn.Conv2d(3, 32, 8)
     with pytest.raises(ValueError, match="VisionTransformer"):
         backbone_module.Backbone(clip, model_name=tiny_model_name, pretrained=None, image_size=tiny_image_size)
+
+
+def test_half_precision_weights_load_at_another_image_size(tiny_backbone, tiny_model_name, tmp_path):
+    """fp16 weights files (the compact synthetic CLIP, OpenAI's) resize on the CPU: the positional
+    table equals OpenCLIP's bicubic resize of the fp32 table."""
+    from open_clip.model import resize_pos_embed
+    from safetensors.torch import save_file
+
+    state = {k: v.half().contiguous() for k, v in tiny_backbone.clip.state_dict().items()}
+    save_file(state, str(tmp_path / "half.safetensors"))
+    resized = load_backbone(tiny_model_name, str(tmp_path / "half.safetensors"), image_size=48)
+    assert resized.grid_size() == (6, 6) and resized.visual.positional_embedding.dtype == torch.float32
+    reference = {k: v.float() for k, v in state.items()}
+    resize_pos_embed(reference, resized.clip)
+    torch.testing.assert_close(resized.visual.positional_embedding, reference["visual.positional_embedding"])
+    torch.testing.assert_close(resized.visual.conv1.weight, state["visual.conv1.weight"].float())
