@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import socket
@@ -522,8 +523,13 @@ def _create_at_size(model_name: str, weights: str | None, image_size: int, quick
 
     loaded = open_clip.create_model(model_name, pretrained=weights, force_quick_gelu=quick_gelu, device="cpu")
     state = {k: v.float() if v.is_floating_point() else v for k, v in loaded.state_dict().items()}
-    sized = open_clip.create_model(model_name, pretrained=None, force_image_size=image_size,
-                                   force_quick_gelu=quick_gelu, device="cpu")
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # its "initialized randomly" warning: the weights are loaded below
+    try:
+        sized = open_clip.create_model(model_name, pretrained=None, force_image_size=image_size,
+                                       force_quick_gelu=quick_gelu, device="cpu")
+    finally:
+        logging.disable(previous)
     resize_pos_embed(state, sized)
     sized.load_state_dict(state)
     return sized
