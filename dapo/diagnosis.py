@@ -65,7 +65,8 @@ def collapse_shares(counts: Mapping[str, int]) -> dict[str, float]:
 
 def collapse_on(datasets: Mapping[str, Any], *, device: str = "auto", name: str = "collapse/1") -> Evaluation:
     """:func:`collapse_shares` on every dataset, pooled over its products, each product scored
-    over normal + its own defect types (the multi-type protocol)."""
+    over normal + its own defect types (the multi-type protocol); cached under ``name`` and the
+    dataset names."""
     from dapo.experiments import predict_products
 
     def fn(model) -> pd.DataFrame:
@@ -79,7 +80,7 @@ def collapse_on(datasets: Mapping[str, Any], *, device: str = "auto", name: str 
             rows += [{"dataset": dataset_name, "metric": key, "value": value}
                      for key, value in collapse_shares(total).items()]
         return pd.DataFrame(rows)
-    return Evaluation(name, fn)
+    return Evaluation(f"{name}-{'+'.join(datasets)}", fn)
 
 
 @torch.no_grad()

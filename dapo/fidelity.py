@@ -118,11 +118,13 @@ def with_config(model, **overrides):
 def table1_evaluation(datasets: Mapping[str, Any], *, device: str = "auto", name: str = "table1+binary/1"
                       ) -> Evaluation:
     """Multi-type Table 1 metrics (:func:`dapo.sweep.multitype_on`) and binary image / pixel
-    metrics (:func:`dapo.sweep.binary_on`) on every dataset, as one cached evaluation."""
+    metrics (:func:`dapo.sweep.binary_on`) on every dataset, as one cached evaluation (its cache
+    name carries the dataset names, so evaluations on other targets are never confused)."""
     from dapo.sweep import Evaluation, binary_on, multitype_on
 
     multitype, binary = multitype_on(datasets, device=device), binary_on(datasets, device=device)
-    return Evaluation(name, lambda model: pd.concat([multitype.fn(model), binary.fn(model)], ignore_index=True))
+    return Evaluation(f"{name}-{'+'.join(datasets)}",
+                      lambda model: pd.concat([multitype.fn(model), binary.fn(model)], ignore_index=True))
 
 
 def evaluate_variant(cfg, method: str, run_dir: str | Path, *, seed: int, variant: str,
@@ -210,11 +212,12 @@ def effects(tidy: pd.DataFrame, *, baseline: str = BASELINE, metrics: Sequence[s
                        delta=("delta", "mean"), delta_std=("delta", "std")).reset_index()
 
 
-def effects_view(table: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
-    """One row per setting, one column per (dataset, metric): ``"mean ± std (Δ ± std)"``."""
+def effects_view(table: pd.DataFrame, decimals: int = 1, baseline: str = BASELINE) -> pd.DataFrame:
+    """One row per setting (columns ``setting``, ``kind``), one column per (dataset, metric):
+    ``"mean ± std (Δ ± std)"`` (no Δ for the ``baseline`` setting)."""
     def cell(row) -> str:
         value = f"{row['mean']:.{decimals}f}" + ("" if pd.isna(row["std"]) else f" ± {row['std']:.{decimals}f}")
-        if row["kind"] == "default" or pd.isna(row["delta"]):
+        if row["setting"] == baseline or pd.isna(row["delta"]):
             return value
         delta = f"{row['delta']:+.{decimals}f}" + ("" if pd.isna(row["delta_std"]) else f" ± {row['delta_std']:.{decimals}f}")
         return f"{value} (Δ {delta})"
@@ -222,4 +225,4 @@ def effects_view(table: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
     frame = table.assign(cell=table.apply(cell, axis=1), column=table["dataset"] + " " + table["metric"])
     view = frame.pivot_table(index=["setting", "kind"], columns="column", values="cell", aggfunc="first", sort=False)
     view.columns.name = None
-    return view
+    return view.reset_index()

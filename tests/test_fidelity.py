@@ -74,9 +74,10 @@ def test_effects_pair_each_seed_with_its_default_run():
     assert table.loc["x=1", "delta"] == pytest.approx(deltas.mean())
     assert table.loc["x=1", "delta_std"] == pytest.approx(deltas.std(ddof=1))
     assert table.loc["default", "delta"] == 0 and table.loc["default", "delta_std"] == 0
-    view = effects_view(effects(_tidy(rows)))
-    assert view.loc[("x=1", "other"), "d multitype_f1"].startswith(f"{np.mean(list(switched.values())) * 100:.1f} ± ")
-    assert "(Δ +" in view.loc[("x=1", "other"), "d multitype_f1"]
+    view = effects_view(effects(_tidy(rows))).set_index("setting")
+    assert list(view.columns) == ["kind", "d multitype_f1"]
+    assert view.loc["x=1", "d multitype_f1"].startswith(f"{np.mean(list(switched.values())) * 100:.1f} ± ")
+    assert "(Δ +" in view.loc["x=1", "d multitype_f1"] and "Δ" not in view.loc["default", "d multitype_f1"]
     with pytest.raises(ValueError, match="no rows of the baseline"):
         effects(_tidy(rows[3:]))
     with pytest.raises(ValueError, match="one epoch only"):
@@ -111,3 +112,24 @@ def test_evaluate_settings_trains_only_what_training_reads(tmp_path, tiny_backbo
     again = evaluate_settings(cfg, "dapo", run, **kwargs)
     assert len(seen) == 3, "a second run must read the cached evaluations"
     pd.testing.assert_frame_equal(table, again)
+
+
+def test_the_notebook_parameters_validate_switches_and_epochs():
+    from dapo.parameters import ParameterError, parameters_cell, validate
+
+    assert validate("11_fidelity", {})["switches"] == [dict(s) for s in DEFAULT_SWITCHES]
+    assert validate("11_fidelity", {"switches": [{"lam": 2.0}]})["switches"] == [{"lam": 2.0}]
+    for bad, message in (({"lam": 2.0}, "expected a non-empty list of settings"),
+                         ([{}], r"switches\[0\]=\{\}: expected a non-empty dict"),
+                         ([{"seed": 1}], "not 'seed'"),
+                         ([{"alpha0": 2.0}], r"switches\[0\].*alpha0"),
+                         ([{"lam": 1.0}, {"no_such_field": 1}], r"switches\[1\].*no_such_field")):
+        with pytest.raises(ParameterError, match=message):
+            validate("11_fidelity", {"switches": bad})
+    assert validate("12_diagnosis", {"eval_epochs": [5, 1, 2, 2]})["eval_epochs"] == [1, 2, 5]
+    with pytest.raises(ParameterError, match="epochs >= 1"):
+        validate("12_diagnosis", {"eval_epochs": [0, 2]})
+    lines = parameters_cell("11_fidelity").splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("switches = "))
+    assert lines[at - 1].startswith("# settings, each trained"), "a long default carries its comment above"
+    assert lines[1].index("#") == lines[2].index("#"), "short parameters stay aligned"
