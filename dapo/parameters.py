@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dapo.fidelity import DEFAULT_SWITCHES
 from dapo.precision import PRECISIONS
 
 HEADER = "# Parameters (papermill: -p NAME VALUE). Defaults run the synthetic profile on a CPU."
 PAPERMILL_MARKER = "# Parameters"  # first line of the cell papermill injects
 PROFILES = ("synthetic", "paper")
+ALIGN_LIMIT = 60  # parameters cell: longer assignments get their comment on the line above
 
 
 class ParameterError(ValueError):
@@ -119,6 +121,12 @@ def dataset_list(optional: bool = True) -> Callable[[str, Any], Any]:
     return check
 
 
+def epoch_list(name: str, value: Any) -> Any:
+    if not isinstance(value, (list, tuple)) or not value or not all(_is_int(e) and e >= 1 for e in value):
+        raise ParameterError(f"{name}={value!r}: expected a non-empty list of epochs >= 1, e.g. [1, 2, 5]")
+    return sorted(set(value))
+
+
 def sweep_grid(name: str, value: Any) -> Any:
     """A sweep grid: {field: [values...]} over DAPOConfig/TrainConfig fields; each value must build."""
     from dapo.config import DAPOConfig, TrainConfig, split_overrides
@@ -185,10 +193,34 @@ COMMON: tuple[Parameter, ...] = (
 
 SEEDS = Parameter("seeds", [0, 1, 2], "training seeds of every compared method (tables: mean ± std)", seed_list)
 
+
+def settings_list(method: str) -> Callable[[str, Any], Any]:
+    """A list of settings, each a dict of DAPOConfig/TrainConfig fields that builds ``method``'s preset."""
+    def check(name: str, value: Any) -> Any:
+        from dapo.baselines import preset
+
+        if not isinstance(value, (list, tuple)) or not value:
+            raise ParameterError(f"{name}={value!r}: expected a non-empty list of settings, e.g. [{{\"alpha_decay\": 1.0}}]")
+        for index, setting in enumerate(value):
+            if not isinstance(setting, Mapping) or not setting or "seed" in setting:
+                raise ParameterError(f"{name}[{index}]={setting!r}: expected a non-empty dict of fields (not 'seed')")
+            try:
+                preset(method, **setting)
+            except (TypeError, ValueError) as error:
+                raise ParameterError(f"{name}[{index}]={setting!r}: {error}") from None
+        return [dict(setting) for setting in value]
+    return check
+
+
 #: Parameters of single notebooks, after the common ones (keyed by the notebook's file stem).
 EXTRAS: dict[str, tuple[Parameter, ...]] = {
     "03_multitype": (SEEDS,),
     "10_topology": (SEEDS,),
+    "11_fidelity": (SEEDS, Parameter("switches", [dict(s) for s in DEFAULT_SWITCHES], "settings, each trained (or, inference-only "
+                                     "fields, evaluated) alone against the DAPO default (dapo.fidelity)",
+                                     settings_list("dapo"))),
+    "12_diagnosis": (SEEDS, Parameter("eval_epochs", [1, 2, 5], "epochs evaluated in (d) (training runs to the last)",
+                                      epoch_list)),
 }
 
 
@@ -201,9 +233,11 @@ def parameters_for(notebook: str) -> tuple[Parameter, ...]:
 def parameters_cell(notebook: str) -> str:
     """The source of a notebook's ``parameters`` cell."""
     params = parameters_for(notebook)
-    width = max(len(f"{p.name} = {_literal(p.default)}") for p in params) + 2
-    width = max(width, 24)
-    return "\n".join([HEADER, *(p.line(width) for p in params)])
+    assignments = {p.name: f"{p.name} = {_literal(p.default)}" for p in params}
+    width = max([len(a) for a in assignments.values() if len(a) <= ALIGN_LIMIT] + [22]) + 2
+    lines = [p.line(width) if len(assignments[p.name]) <= ALIGN_LIMIT else f"# {p.comment}\n{assignments[p.name]}"
+             for p in params]  # a long default (a list of settings) carries its comment on the line above
+    return "\n".join([HEADER, *lines])
 
 
 def defaults(notebook: str) -> dict[str, Any]:
