@@ -188,6 +188,10 @@ SEEDS = Parameter("seeds", [0, 1, 2], "training seeds of every compared method (
 #: Parameters of single notebooks, after the common ones (keyed by the notebook's file stem).
 EXTRAS: dict[str, tuple[Parameter, ...]] = {
     "03_multitype": (SEEDS,),
+    "04_binary": (SEEDS, Parameter("reverse", True, "also train on the first target dataset and test on the training "
+                                   "dataset (paper: VisA -> MVTec-AD)", boolean)),
+    "05_multilabel": (SEEDS, Parameter("contrast", True, "also evaluate MultiADS (handcrafted defect prompts) beside "
+                                       "DAPO, the only method of Table 11", boolean)),
 }
 
 
