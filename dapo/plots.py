@@ -236,12 +236,13 @@ def confusion_matrices(counts: dict[str, Sequence[pd.DataFrame | pd.Series | dic
 
 def threshold_curves(panels: dict[str, Sequence[pd.DataFrame]], *, columns: Sequence[str] = ("tpr", "fpr"),
                      labels: Sequence[str] | None = None, product: str | None = "pooled", ylabel: str = "rate",
-                     title: str = "") -> plt.Figure:
+                     mark: float | None = 0.5, title: str = "") -> plt.Figure:
     """DAPO Fig. 10 (and Table 11's precision / recall): ``columns`` against the threshold, one panel
     per method, mean over seeds with a ± std band.
 
     ``panels``: ``{method: [frame per seed]}`` with ``threshold`` and ``columns`` (and ``product``,
     filtered to ``product``: ``BinaryEvaluation.rates``, ``MultiLabelEvaluator.threshold_curve``).
+    ``mark`` draws a dotted vertical line at that threshold (the paper's 0.5; ``None``: none).
     """
     labels = list(labels or [c.upper() if c in ("tpr", "fpr") else c for c in columns])
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False, sharey=True)
@@ -258,6 +259,8 @@ def threshold_curves(panels: dict[str, Sequence[pd.DataFrame]], *, columns: Sequ
             if len(frames) > 1:
                 std = values.std(axis=0, ddof=1)
                 ax.fill_between(thresholds, mean - std, mean + std, color=colours[index], alpha=0.2, lw=0)
+        if mark is not None:
+            ax.axvline(mark, color="grey", ls=":", lw=1)
         ax.set_title(method, fontsize=9)
         ax.set_xlabel("threshold")
         ax.set_ylim(-0.02, 1.02)

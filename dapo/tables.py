@@ -25,7 +25,8 @@ def summarise(tidy: pd.DataFrame, keys: Sequence[str], metric: str = "metric", v
     ``keys`` with columns ``(metric, "mean" | "std")``, metrics in order of appearance, and ``n_seeds``."""
     grouped = tidy.groupby([*keys, metric], sort=False)[value]
     stats = grouped.agg(["mean", "std", "count"])
-    wide = stats[["mean", "std"]].unstack(metric)
+    order = stats.index.droplevel(metric).unique()  # unstack sorts by level codes: keep first appearance
+    wide = stats[["mean", "std"]].unstack(metric).reindex(order)
     wide.columns = wide.columns.swaplevel(0, 1)
     metrics = list(dict.fromkeys(tidy[metric]))
     wide = wide.reindex(columns=pd.MultiIndex.from_product([metrics, STATISTICS]))

@@ -73,14 +73,16 @@ def test_threshold_curves_plot_the_mean_over_seeds_per_panel():
     runs = [_evaluation(0), _evaluation(1)]
     per_seed = [rates for _, rates, _ in runs]
     fig = plots.threshold_curves({"DAPO": per_seed, "AnomalyCLIP": per_seed[:1]})
-    assert len(fig.axes) == 2 and [len(ax.lines) for ax in fig.axes] == [2, 2]
+    assert len(fig.axes) == 2 and [len(ax.lines) for ax in fig.axes] == [3, 3]  # TPR, FPR, the mark at 0.5
+    np.testing.assert_array_equal(fig.axes[0].lines[-1].get_xdata(), [0.5, 0.5])
     tpr = fig.axes[0].lines[0]
     pooled = [r[r["product"] == "pooled"] for r in per_seed]
     np.testing.assert_allclose(tpr.get_xdata(), THRESHOLDS)
     np.testing.assert_allclose(tpr.get_ydata(), np.mean([p["tpr"] for p in pooled], axis=0))
     assert len(fig.axes[0].collections) == 2 and len(fig.axes[1].collections) == 0  # std bands need seeds
     curve = pd.DataFrame({"threshold": [0.1, 0.5], "precision": [0.2, 0.6], "recall": [0.9, 0.5]})
-    fig = plots.threshold_curves({"DAPO": [curve]}, columns=("precision", "recall"), product=None)
+    fig = plots.threshold_curves({"DAPO": [curve]}, columns=("precision", "recall"), product=None, mark=None)
+    assert len(fig.axes[0].lines) == 2
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["precision", "recall"]
     with pytest.raises(ValueError, match="different thresholds"):
         plots.threshold_curves({"DAPO": [curve, curve.iloc[:1]]}, columns=("precision",), product=None)

@@ -100,6 +100,16 @@ def test_table11_layout_matches_sklearn_macro_scores_over_seeds():
     np.testing.assert_allclose([row[(m, "std")] for m in MULTILABEL_COLUMNS], reference.std(axis=0, ddof=1))
 
 
+def test_rows_keep_their_order_of_appearance_across_datasets():
+    from dataclasses import replace
+
+    second = _multilabel(1)[0]
+    second = replace(second, per_product=second.per_product.rename(index={"bolt": "nut", "gear": "plate"}))
+    results = {"t": {"DAPO": [_multilabel(0)[0]]}, "m": {"DAPO": [second]}}
+    table = multilabel_summary(results)
+    assert list(table.index.get_level_values("product")) == ["bolt", "gear", "mean", "nut", "plate", "mean"]
+
+
 def test_paper_table11_layout():
     paper = paper_multilabel_summary()
     assert list(paper.columns) == list(MULTILABEL_COLUMNS)
