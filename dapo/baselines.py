@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from dapo.backbone import Backbone
 from dapo.config import DAPOConfig, TrainConfig, split_overrides
+from dapo.dpam import OFFICIAL_DPAM_LAYERS, OFFICIAL_VISION_LAYERS, scaled_dpam_layers
 from dapo.model import DAPO
 
 
@@ -102,16 +103,29 @@ def anomalyclip() -> DAPOConfig:
     Object-agnostic learned binary prompts ``[V1..V12] object.`` / ``[W1..W12] damaged object.``
     (one prompt per state, N(0, 0.02^2) initialisation, ``prompt_ensemble.py``); 4 deep text
     tokens overwriting the first four context tokens at text layers 2-9 (naive, depth 9 capped
-    at the encoder's depth); no vision tokens; frozen ``ln_post`` + projection for the patch maps;
-    image score = global score only; maps smoothed with sigma 4 (``test.py``); loss CE + 4 x the
-    stage *sum* of focal + both Dice terms (``train.py:82-104``). Not included yet: DPAM
-    (diagonally prominent attention in the vision tower's last layers).
+    at the encoder's depth); no vision tokens; DPAM (:mod:`dapo.dpam`) on the last 19 of 24
+    vision layers (scaled to other depths by :func:`make_model`) with the patch maps read from
+    its v-v path through the frozen ``ln_post`` + projection; image score = global score only;
+    maps smoothed with sigma 4 (``test.py``); loss CE + 4 x the stage *sum* of focal + both
+    Dice terms (``train.py:82-104``); 15 epochs (its recipe).
+
+    Remaining differences from the released code:
+
+    * the global image embedding goes through ``ln_post`` before the projection (the released
+      ``VisionTransformer.forward`` projects the class token without it, ``AnomalyCLIP.py:387``);
+    * positional embeddings are resized bicubically (the released code: bilinear, ``:366-370``);
+    * patch maps at the four proportional taps (6, 12, 18, 24): ``train.py``/``test.py``
+      default to these, but the released ``train.sh``/``test.sh`` pass ``--features_list 24``;
+    * the training set is the profile's (the DAPO protocol; ``train.sh`` trains on VisA to test
+      MVTec-AD and on MVTec-AD for the rest), images at the profile's size;
+    * the stage maps are averaged, not summed (the same metrics); the unused
+      ``compound_prompt_projections`` layer is not built; the seed is the run's (``train.py``: 111).
     """
     return DAPOConfig(name="AnomalyCLIP", text_prompts="object_agnostic", n_prompts=1, n_ctx=12, normal_word="",
                       abnormal_word="damaged", prompt_suffix=".", init="small", tuning="naive", text_depth=9,
                       text_deep_layout="context", vision_depth=0, patch_ln_post=True, adapter_init="projection",
-                      train_adapters=False, upsample_align_corners=False, image_score_global_weight=1.0,
-                      smoothing_sigma=4.0, lam=4.0, local_reduction="sum")
+                      train_adapters=False, dpam_layers=OFFICIAL_DPAM_LAYERS, upsample_align_corners=False,
+                      image_score_global_weight=1.0, smoothing_sigma=4.0, lam=4.0, local_reduction="sum")
 
 
 METHODS: dict[str, Callable[[], DAPOConfig]] = {
@@ -180,11 +194,16 @@ def preset(method: str, *, seed: int = 0, **overrides) -> Preset:
 def make_model(method: str, backbone: Backbone, **overrides) -> DAPO:
     """Build a named method on a backbone.
 
-    A method's own fixed text depth (AnomalyCLIP's 9) is capped at the encoder's depth;
-    an explicit ``text_depth`` override is used as given.
+    A method's own fixed text depth (AnomalyCLIP's 9) is capped at the encoder's depth, and
+    its DPAM layers (19 of ViT-L/14's 24) keep their proportion of the vision tower
+    (:func:`dapo.dpam.scaled_dpam_layers`); explicit ``text_depth`` / ``dpam_layers``
+    overrides are used as given.
     """
     config = config_for(method, **overrides)
     n_text_layers = len(backbone.text_blocks)
     if "text_depth" not in overrides and config.text_depth is not None and config.text_depth > n_text_layers:
         config = config.with_overrides(text_depth=n_text_layers)
+    n_vision_layers = len(backbone.vision_blocks)
+    if "dpam_layers" not in overrides and config.dpam_layers and n_vision_layers != OFFICIAL_VISION_LAYERS:
+        config = config.with_overrides(dpam_layers=scaled_dpam_layers(n_vision_layers, config.dpam_layers))
     return DAPO(backbone, config)

@@ -99,6 +99,11 @@ class DAPOConfig:
         ``"projection"``: start at CLIP's own frozen visual projection (an untrained adapter
         reproduces CLIP's dense zero-shot map). Frozen adapters (``train_adapters=False``: CLIP-AC,
         AnomalyCLIP) must be the projection.
+    dpam_layers:
+        AnomalyCLIP's DPAM (:mod:`dapo.dpam`): the number of last vision layers that also run a
+        v-v attention path without MLP, from which patch taps at or after its first layer are
+        read; 0 = off (DAPO). AnomalyCLIP covers the last 19 of 24 layers (layers 6-24,
+        ``DAPM_replace(DPAM_layer=20)``); the ``anomalyclip`` preset scales that to the backbone.
     temperature:
         tau in ``logits = cos / tau`` for maps and global scores (*official* 0.07,
         ``train.py:35,240``; MultiADS 0.01; ``None`` uses the backbone's learned logit scale).
@@ -171,6 +176,7 @@ class DAPOConfig:
     patch_ln_post: bool = False
     adapter_init: str = "random"
     train_adapters: bool = True
+    dpam_layers: int = 0
     temperature: float | None = 0.07
     aggregation: str = "mean"
     global_score: str = "pair"
@@ -214,6 +220,8 @@ class DAPOConfig:
         for key in ("text_deep_tokens", "vision_deep_tokens"):
             if getattr(self, key) < 0:
                 raise ValueError(f"DAPOConfig.{key} must be >= 0, got {getattr(self, key)}")
+        if isinstance(self.dpam_layers, bool) or not isinstance(self.dpam_layers, int) or self.dpam_layers < 0:
+            raise ValueError(f"DAPOConfig.dpam_layers must be an integer >= 0 (0 = no DPAM), got {self.dpam_layers!r}")
         for key in ("text_depth", "vision_depth"):
             value = getattr(self, key)
             if value is not None and value < 0:

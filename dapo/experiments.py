@@ -318,9 +318,10 @@ def evaluate_multitype(model, dataset, *, desc: str = "multi-type", **kwargs):
     return evaluator.compute()
 
 
-def evaluate_binary(model, dataset, *, desc: str = "binary", **kwargs):
-    """Binary detection and segmentation of every product (image and pixel metrics); the defect
-    vocabulary per product follows ``model.config.inference_vocabulary``."""
+def binary_evaluator(model, dataset, *, desc: str = "binary", **kwargs):
+    """The filled :class:`~dapo.metrics.BinaryEvaluator` of every product (its ``compute``,
+    ``roc_curve`` and ``rates_at``); the defect vocabulary per product follows
+    ``model.config.inference_vocabulary``."""
     from dapo.metrics import BinaryEvaluator
 
     evaluator = BinaryEvaluator()
@@ -328,4 +329,117 @@ def evaluate_binary(model, dataset, *, desc: str = "binary", **kwargs):
                                               vocabulary=model.config.inference_vocabulary, **kwargs):
         evaluator.add(batch["product"], pred["image_score"].float().cpu(), batch["label"],
                       pred["anomaly_map"].float().cpu(), batch["mask"])
-    return evaluator.compute()
+    return evaluator
+
+
+def evaluate_binary(model, dataset, *, desc: str = "binary", **kwargs):
+    """Binary detection and segmentation of every product (image and pixel metrics): product x
+    metric, plus a ``mean`` row."""
+    return binary_evaluator(model, dataset, desc=desc, **kwargs).compute()
+
+
+#: Thresholds of the TPR/FPR curves (DAPO Fig. 10); 0.5 (Fig. 4's confusion matrices) is one of them.
+CURVE_THRESHOLDS = tuple(i / 100 for i in range(101))
+
+
+@dataclass
+class BinaryEvaluation:
+    """One binary evaluation, small enough to keep for every method, seed and dataset.
+
+    table: product x metric with a ``mean`` row (:meth:`BinaryEvaluator.compute`).
+    roc: image-level ROC points per product and pooled over products (``product == "pooled"``).
+    rates: image-level confusion counts, TPR and FPR at :data:`CURVE_THRESHOLDS` (``score >= t``),
+        per product and pooled.
+    """
+
+    table: Any
+    roc: Any
+    rates: Any
+
+
+def evaluate_binary_curves(model, dataset, *, thresholds: Sequence[float] = CURVE_THRESHOLDS,
+                           desc: str = "binary", **kwargs) -> BinaryEvaluation:
+    """:func:`evaluate_binary` plus the image-level ROC points and the rates at ``thresholds``
+    (DAPO Fig. 4 and Fig. 10), computed from the same streaming evaluator."""
+    evaluator = binary_evaluator(model, dataset, desc=desc, **kwargs)
+    return BinaryEvaluation(evaluator.compute(), evaluator.roc_curve("image", pooled=True),
+                            evaluator.rates_at(list(thresholds), "image", pooled=True))
+
+
+def multilabel_evaluator(model, dataset, *, desc: str = "multi-label", **kwargs):
+    """The filled :class:`~dapo.metrics.MultiLabelEvaluator` (Eq. 11, Table 11): per product, the
+    image-level ``P(D_k)`` (``Prediction.defect_probs``) of the product's own defect types against
+    the defect types each image shows (``batch["defects"]``; normal images have none)."""
+    from dapo.metrics import MultiLabelEvaluator
+
+    evaluator = MultiLabelEvaluator()
+    for product, vocabulary, batch, pred in predict_products(model, dataset, desc=desc, vocabulary="product",
+                                                             **kwargs):
+        evaluator.add(product, vocabulary, pred["defect_probs"].float().cpu(), [tuple(d) for d in batch["defects"]])
+    return evaluator
+
+
+#: DAPOConfig fields read only at inference (:mod:`dapo.inference`, the runners); training never reads them.
+INFERENCE_FIELDS = ("name", "inference_vocabulary", "global_score", "image_score_global_weight", "map_score",
+                    "smoothing_sigma")
+
+
+def inference_variant(model, method: str):
+    """A trained ``model`` scored as the preset ``method``, which must differ from the model's own
+    configuration only in :data:`INFERENCE_FIELDS` (MultiADS-F: MultiADS's trained model scoring
+    each product's own defect types with its own image score, as ``test_prior_knowledge.py`` loads
+    the MultiADS checkpoint). The variant shares the model's parameters; nothing is trained."""
+    import copy
+
+    from dapo.baselines import config_for
+
+    wanted = config_for(method, seed=model.config.seed)
+    own, other = model.config.to_dict(), wanted.to_dict()
+    differences = sorted(k for k in own if own[k] != other[k] and k not in INFERENCE_FIELDS)
+    if differences:
+        raise ValueError(f"{model.config.name} and {method} differ in trained settings {differences}: "
+                         f"train {method} itself (train_or_load)")
+    variant = copy.copy(model)  # shares parameters, sub-modules and the text caches
+    variant.config = model.config.with_overrides(**{k: other[k] for k in INFERENCE_FIELDS})
+    return variant
+
+
+def add_inference_variants(trained: Mapping[tuple[str, int], tuple], variants: Mapping[str, tuple[str, str]]
+                           ) -> dict[tuple[str, int], tuple]:
+    """:func:`train_methods`'s output with ``variants`` (``{label: (trained label, method)}``, e.g.
+    ``{"MultiADS-F": ("MultiADS", "multiads_f")}``) added after their trained method, per seed,
+    as :func:`inference_variant` (same loss history)."""
+    labels = list(dict.fromkeys(label for label, _ in trained))
+    for label, (base, _) in variants.items():
+        if base not in labels:
+            raise ValueError(f"variant {label!r} needs {base!r}, which was not trained (trained: {labels})")
+        labels.insert(labels.index(base) + 1, label)
+    seeds = list(dict.fromkeys(seed for _, seed in trained))
+    result = {}
+    for label in labels:
+        for seed in seeds:
+            if label in variants:
+                base, method = variants[label]
+                model, history = trained[base, seed]
+                result[label, seed] = (inference_variant(model, method), history)
+            elif (label, seed) in trained:
+                result[label, seed] = trained[label, seed]
+    return result
+
+
+def evaluate_methods(trained: Mapping[tuple[str, int], tuple], datasets: Mapping[str, Any], evaluate, *,
+                     device: str = "auto", progress: bool = True, **kwargs) -> dict[str, dict[str, list]]:
+    """``{dataset: {label: [evaluate(model, dataset) per seed]}}`` for :func:`train_methods`'s output.
+
+    A training-free method (no loss history) is the same model under every seed: it is
+    evaluated once, so its tables show one value and no spread.
+    """
+    results: dict[str, dict[str, list]] = {name: {} for name in datasets}
+    for (label, seed), (model, history) in trained.items():
+        for name, dataset in datasets.items():
+            per_seed = results[name].setdefault(label, [])
+            if history is None and per_seed:
+                continue
+            per_seed.append(evaluate(model, dataset, device=device, progress=progress,
+                                     desc=f"{label} seed {seed} on {name}", **kwargs))
+    return results

@@ -28,6 +28,7 @@ from torch import nn
 
 from dapo.backbone import Backbone
 from dapo.config import DAPOConfig
+from dapo.dpam import run_vision_blocks
 from dapo.progressive import DeepPrompts, run_blocks
 from dapo.prompts import (LearnedContext, check_placeholders, defect_phrase, handcrafted_state_prompts,
                           learned_prompt_texts, placeholder_id, token_embedding_stats)
@@ -131,6 +132,9 @@ class DAPO(nn.Module):
                 config.vision_deep_tokens, backbone.vision_width,
                 self._depth("vision_depth", len(backbone.vision_blocks)), mode=config.tuning, alpha0=config.alpha0,
                 alpha_decay=config.alpha_decay, mean=mean, std=std, init=init, bound=bound, generator=generator)
+        if config.dpam_layers > len(backbone.vision_blocks):
+            raise ValueError(f"DAPOConfig.dpam_layers={config.dpam_layers} exceeds the vision tower's "
+                             f"{len(backbone.vision_blocks)} layers")
         self.adapters = nn.ModuleList(
             make_adapter(backbone, config.adapter_init, config.train_adapters, generator) for _ in backbone.tap_layers)
         self._placeholder = placeholder_id(backbone.tokenizer)
@@ -282,14 +286,18 @@ class DAPO(nn.Module):
 
     # ------------------------------------------------------------------ image side
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
-        """Global embedding (B, C), adapted patch embeddings per stage (B, h*w, C), and (h, w)."""
+        """Global embedding (B, C), adapted patch embeddings per stage (B, h*w, C), and (h, w).
+
+        With ``config.dpam_layers`` the taps in the last layers come from AnomalyCLIP's v-v
+        attention path (:mod:`dapo.dpam`); the global embedding always from the original path.
+        """
         backbone = self.backbone
         x = backbone.embed_image(images.to(self.device))
         n_deep = self.vision_deep.n_tokens if self.vision_deep is not None else 0
         if n_deep:
             x = torch.cat([x[:, :1], x.new_zeros(x.shape[0], n_deep, x.shape[2]), x[:, 1:]], dim=1)
-        x, tapped = run_blocks(backbone.vision_blocks, x, deep=self.vision_deep, slot=slice(1, 1 + n_deep),
-                               taps=backbone.tap_layers)
+        x, tapped = run_vision_blocks(backbone.vision_blocks, x, dpam_layers=self.config.dpam_layers,
+                                      deep=self.vision_deep, slot=slice(1, 1 + n_deep), taps=backbone.tap_layers)
         image_embedding = F.normalize(backbone.pool_image(x, n_deep).float(), dim=-1)
         patches = [
             F.normalize(adapter(backbone.patch_tokens(tapped[layer], n_deep, ln_post=self.config.patch_ln_post))

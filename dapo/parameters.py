@@ -215,6 +215,10 @@ def settings_list(method: str) -> Callable[[str, Any], Any]:
 #: Parameters of single notebooks, after the common ones (keyed by the notebook's file stem).
 EXTRAS: dict[str, tuple[Parameter, ...]] = {
     "03_multitype": (SEEDS,),
+    "04_binary": (SEEDS, Parameter("reverse", True, "also train on the first target dataset and test on the training "
+                                   "dataset (paper: VisA -> MVTec-AD)", boolean)),
+    "05_multilabel": (SEEDS, Parameter("contrast", True, "also evaluate MultiADS (handcrafted defect prompts) beside "
+                                       "DAPO, the only method of Table 11", boolean)),
     "10_topology": (SEEDS,),
     "11_fidelity": (SEEDS, Parameter("switches", [dict(s) for s in DEFAULT_SWITCHES], "settings, each trained (or, inference-only "
                                      "fields, evaluated) alone against the DAPO default (dapo.fidelity)",
@@ -222,7 +226,6 @@ EXTRAS: dict[str, tuple[Parameter, ...]] = {
     "12_diagnosis": (SEEDS, Parameter("eval_epochs", [1, 2, 5], "epochs evaluated in (d) (training runs to the last)",
                                       epoch_list)),
 }
-
 
 
 def parameters_for(notebook: str) -> tuple[Parameter, ...]:

@@ -221,4 +221,146 @@ def vocabulary_maps_figure(image, class_names: Sequence[str], type_probs, type_m
     _overlay(axes[0, -1], image, type_mask, len(class_names), "argmax mask", mean, std)
     _legend(fig, class_names)
     fig.subplots_adjust(bottom=0.2, wspace=0.35)
+# ----------------------------------------------------------------------------- binary and multi-label
+
+
+def _method_colours(methods: Sequence[str]) -> dict[str, tuple]:
+    palette = plt.get_cmap("tab10").colors
+    return {method: palette[i % len(palette)] for i, method in enumerate(methods)}
+
+
+def _one_curve(frame: pd.DataFrame, product: str | None) -> pd.DataFrame:
+    if product is not None and "product" in frame.columns:
+        frame = frame[frame["product"] == product]
+    if frame.empty:
+        raise ValueError(f"no curve points for product {product!r}")
+    return frame
+
+
+def _pm_text(values: Sequence[float], fmt: str = ".3f") -> str:
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) > 1:
+        return f"{values.mean():{fmt}} ± {values.std(ddof=1):{fmt}}"
+    return f"{values.mean():{fmt}}"
+
+
+def roc_curves(curves: dict[str, Sequence[pd.DataFrame]], *, product: str | None = "pooled",
+               title: str = "") -> plt.Figure:
+    """DAPO Fig. 4(a): ROC curves, one colour per method (one line per seed) and the chance diagonal.
+
+    ``curves``: ``{method: [ROC points per seed]}``, frames with ``fpr`` and ``tpr`` (and ``product``,
+    filtered to ``product``; ``BinaryEvaluation.roc``). The legend gives each method's area under
+    the drawn curves (mean ± std over seeds).
+    """
+    from sklearn.metrics import auc
+
+    fig, ax = plt.subplots(figsize=(4.6, 4.4))
+    colours = _method_colours(list(curves))
+    for method, per_seed in curves.items():
+        points = [_one_curve(frame, product) for frame in per_seed]
+        label = f"{method} (AUC {_pm_text([auc(p['fpr'], p['tpr']) for p in points])})"
+        for index, curve in enumerate(points):
+            ax.plot(curve["fpr"], curve["tpr"], color=colours[method], lw=1.4, alpha=0.8,
+                    label=None if index else label)
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="chance (AUC 0.5)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_matrices(counts: dict[str, Sequence[pd.DataFrame | pd.Series | dict]], *, threshold: float = 0.5,
+                       product: str | None = "pooled", title: str = "") -> plt.Figure:
+    """DAPO Fig. 4(b, c): one 2 x 2 confusion matrix per method at ``threshold`` (``score >= t`` is
+    anomalous), colour = mean count over seeds, cells annotated with mean ± std.
+
+    ``counts``: ``{method: [counts per seed]}``: rows with ``threshold, tp, fp, fn, tn`` (and ``product``,
+    filtered to ``product``; ``BinaryEvaluation.rates``) or one dict/Series of ``tp, fp, fn, tn``.
+    """
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, len(counts), figsize=(3.3 * len(counts), 3.1), squeeze=False)
+    for ax, (method, per_seed) in zip(axes[0], counts.items()):
+        matrices = []
+        for entry in per_seed:
+            if isinstance(entry, pd.DataFrame):
+                rows = _one_curve(entry, product)
+                rows = rows[np.isclose(rows["threshold"], threshold)]
+                if len(rows) != 1:
+                    raise ValueError(f"{method}: expected one row at threshold {threshold}, found {len(rows)}")
+                entry = rows.iloc[0]
+            matrices.append([[entry["tn"], entry["fp"]], [entry["fn"], entry["tp"]]])
+        matrices = np.asarray(matrices, dtype=np.float64)
+        mean = matrices.mean(axis=0)
+        text = [[_pm_text(matrices[:, i, j], ".0f" if len(matrices) == 1 else ".1f") for j in range(2)]
+                for i in range(2)]
+        sns.heatmap(mean, annot=np.asarray(text), fmt="", cmap="Blues", cbar=False, ax=ax, square=True,
+                    xticklabels=["normal", "anomalous"], yticklabels=["normal", "anomalous"],
+                    annot_kws={"fontsize": 8})
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{method} (threshold {threshold:g})", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def threshold_curves(panels: dict[str, Sequence[pd.DataFrame]], *, columns: Sequence[str] = ("tpr", "fpr"),
+                     labels: Sequence[str] | None = None, product: str | None = "pooled", ylabel: str = "rate",
+                     mark: float | None = 0.5, title: str = "") -> plt.Figure:
+    """DAPO Fig. 10 (and Table 11's precision / recall): ``columns`` against the threshold, one panel
+    per method, mean over seeds with a ± std band.
+
+    ``panels``: ``{method: [frame per seed]}`` with ``threshold`` and ``columns`` (and ``product``,
+    filtered to ``product``: ``BinaryEvaluation.rates``, ``MultiLabelEvaluator.threshold_curve``).
+    ``mark`` draws a dotted vertical line at that threshold (the paper's 0.5; ``None``: none).
+    """
+    labels = list(labels or [c.upper() if c in ("tpr", "fpr") else c for c in columns])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.3), squeeze=False, sharey=True)
+    colours = plt.get_cmap("tab10").colors
+    for ax, (method, per_seed) in zip(axes[0], panels.items()):
+        frames = [_one_curve(frame, product).sort_values("threshold") for frame in per_seed]
+        thresholds = frames[0]["threshold"].to_numpy()
+        if any(not np.array_equal(f["threshold"].to_numpy(), thresholds) for f in frames):
+            raise ValueError(f"{method}: the seeds' curves have different thresholds")
+        for index, (column, label) in enumerate(zip(columns, labels)):
+            values = np.stack([f[column].to_numpy(dtype=np.float64) for f in frames])
+            mean = values.mean(axis=0)
+            ax.plot(thresholds, mean, color=colours[index], lw=1.5, label=label)
+            if len(frames) > 1:
+                std = values.std(axis=0, ddof=1)
+                ax.fill_between(thresholds, mean - std, mean + std, color=colours[index], alpha=0.2, lw=0)
+        if mark is not None:
+            ax.axvline(mark, color="grey", ls=":", lw=1)
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("threshold")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel(ylabel)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def multilabel_heatmap(share: pd.DataFrame, *, title: str = "") -> plt.Figure:
+    """Which predicted defect types fire (columns) for which true types (rows, ``normal`` last):
+    a seaborn heatmap of percentages (:func:`dapo.tables.multilabel_firing`); blank = no product
+    has both types."""
+    import seaborn as sns
+
+    height = 0.42 * len(share.index) + 1.6
+    width = 0.55 * len(share.columns) + 2.6
+    fig, ax = plt.subplots(figsize=(width, height))
+    sns.heatmap(share.astype(float), annot=True, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100,
+                mask=share.isna(), ax=ax, cbar_kws={"label": "% of images firing"}, annot_kws={"fontsize": 7})
+    ax.set_xlabel("predicted type (P > threshold)")
+    ax.set_ylabel("true type")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
     return fig

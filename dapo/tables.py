@@ -25,7 +25,8 @@ def summarise(tidy: pd.DataFrame, keys: Sequence[str], metric: str = "metric", v
     ``keys`` with columns ``(metric, "mean" | "std")``, metrics in order of appearance, and ``n_seeds``."""
     grouped = tidy.groupby([*keys, metric], sort=False)[value]
     stats = grouped.agg(["mean", "std", "count"])
-    wide = stats[["mean", "std"]].unstack(metric)
+    order = stats.index.droplevel(metric).unique()  # unstack sorts by level codes: keep first appearance
+    wide = stats[["mean", "std"]].unstack(metric).reindex(order)
     wide.columns = wide.columns.swaplevel(0, 1)
     metrics = list(dict.fromkeys(tidy[metric]))
     wide = wide.reindex(columns=pd.MultiIndex.from_product([metrics, STATISTICS]))
@@ -117,3 +118,142 @@ def per_defect(results: Mapping[str, Sequence[MultiTypeResult]], seen: Mapping[s
     table.index = pd.MultiIndex.from_arrays([marked, table.index.get_level_values("method")],
                                             names=["defect", "method"])
     return table
+
+
+# ----------------------------------------------------------------------------- binary and multi-label
+
+#: Table 3 columns (%). The papers' AUPRO comes from the authors' 200-threshold recipe (the official
+#: ``metrics.py``), i.e. ``pixel_aupro_official``; ``pixel_aupro`` is the exact area to FPR 0.3.
+BINARY_COLUMNS = ("image_auroc", "image_ap", "pixel_auroc", "pixel_aupro_official", "pixel_aupro")
+#: Tables 8-10 columns (%), in the paper's order (pixel AUROC, AUPRO, image AUROC, AP, F1-max).
+PER_PRODUCT_BINARY_COLUMNS = ("pixel_auroc", "pixel_aupro_official", "pixel_aupro", "image_auroc", "image_ap",
+                              "image_f1_max")
+#: Reference metric names (``dapo.reference``) -> our column names.
+PAPER_BINARY_METRICS = {"pixel_aupro": "pixel_aupro_official", "image_f1": "image_f1_max"}
+MULTILABEL_COLUMNS = ("precision", "recall", "f1")
+PAPER_BINARY_PER_PRODUCT = ("DAPO Table 8", "DAPO Table 9", "DAPO Table 10")
+
+
+def paper_counterpart(dataset: str) -> str:
+    """The paper dataset a dataset stands for: itself (``visa``), or a synthetic world's layout
+    (``synthetic_target`` -> ``visa``, ``synthetic_mpdd`` -> ``mpdd``, ``synthetic_source`` -> ``mvtec``)."""
+    from dapo.reference import DATASETS
+    from dapo.synthetic.worlds import WORLDS
+
+    if dataset in DATASETS:
+        return dataset
+    if dataset in WORLDS:
+        return WORLDS[dataset].layout
+    raise ValueError(f"{dataset!r} is neither a paper dataset {list(DATASETS)} nor a synthetic world {list(WORLDS)}")
+
+
+def _binary_table(result) -> pd.DataFrame:
+    """The product x metric table of a :class:`dapo.experiments.BinaryEvaluation` or of ``evaluate_binary``."""
+    return getattr(result, "table", result)
+
+
+def binary_summary(results: Mapping[str, Mapping[str, Sequence]], train_dataset: str, source: str) -> pd.DataFrame:
+    """Table 3 layout: one row per (source, train, test, method), image AUROC / AP and pixel AUROC /
+    AUPRO (both definitions) of the dataset mean (%), mean and std over the seeds.
+    ``results``: ``{dataset: {method: [evaluation per seed]}}``."""
+    rows = []
+    for dataset, by_method in results.items():
+        for method, per_seed in by_method.items():
+            for seed_index, result in enumerate(per_seed):
+                mean = _binary_table(result).loc["mean"]
+                rows += [{"source": source, "train": train_dataset, "test": dataset, "method": method,
+                          "seed_index": seed_index, "metric": metric, "value": 100.0 * float(mean[metric])}
+                         for metric in BINARY_COLUMNS]
+    return summarise(pd.DataFrame(rows), ["source", "train", "test", "method"])
+
+
+def _paper_wide(table: str | Sequence[str], index: Sequence[str], columns: Sequence[str],
+                rename: Mapping[str, str], **filters) -> pd.DataFrame:
+    from dapo.reference import PAPER_LABEL, paper_numbers
+
+    numbers = paper_numbers(table, **filters).copy()
+    numbers["metric"] = numbers["metric"].replace(dict(rename))
+    wide = numbers.pivot_table(index=list(index), columns="metric", values="value", sort=False)
+    wide = wide.reindex(columns=list(columns))
+    wide.columns.name = None
+    return pd.concat({PAPER_LABEL: wide}, names=["source"])
+
+
+def paper_binary_summary(datasets: Sequence[str] | None = None) -> pd.DataFrame:
+    """DAPO Table 3 as reported (means only), in the layout of :func:`binary_summary`; ``datasets``
+    (paper names, e.g. ``["visa", "mpdd", "mvtec"]``) selects those of its columns that the table
+    reports (VisA, MPDD, Real-IAD; none gives an empty table). Its AUPRO is shown as
+    ``pixel_aupro_official`` (the definition it was computed with)."""
+    from dapo.reference import paper_numbers
+
+    if datasets is not None:
+        reported = set(paper_numbers("DAPO Table 3")["dataset"])
+        datasets = list(dict.fromkeys(d for d in datasets if d in reported))
+        if not datasets:
+            index = pd.MultiIndex.from_tuples([], names=["source", "train", "test", "method"])
+            return pd.DataFrame(columns=list(BINARY_COLUMNS), index=index, dtype=float)
+    wide = _paper_wide("DAPO Table 3", ["train_dataset", "dataset", "method"], BINARY_COLUMNS, PAPER_BINARY_METRICS,
+                       dataset=datasets)
+    return wide.rename_axis(["source", "train", "test", "method"])
+
+
+def per_product_binary(results: Mapping[str, Sequence]) -> pd.DataFrame:
+    """Tables 8-10 layout: (product, method) rows, mean/std over seeds of pixel AUROC / AUPRO and
+    image AUROC / AP / F1-max (%), with the dataset mean as product ``mean``.
+    ``results``: ``{method: [evaluation per seed]}``."""
+    frames = {method: [_binary_table(r)[list(PER_PRODUCT_BINARY_COLUMNS)] * 100.0 for r in per_seed]
+              for method, per_seed in results.items()}
+    return summarise(_tidy(frames, "product"), ["product", "method"])
+
+
+def paper_per_product_binary(dataset: str, *, missing_ok: bool = False) -> pd.DataFrame | None:
+    """DAPO's per-product binary results on a paper dataset as reported (Tables 8-10), in the layout
+    of :func:`per_product_binary` (means only; the paper prints DAPO alone). A dataset the tables
+    do not report (MVTec-AD) raises ``ValueError``, or gives ``None`` with ``missing_ok``."""
+    from dapo.reference import paper_numbers
+
+    tables = [t for t in PAPER_BINARY_PER_PRODUCT if dataset in set(paper_numbers(t)["dataset"])]
+    if not tables:
+        if missing_ok:
+            return None
+        raise ValueError(f"DAPO Tables 8-10 report no products of {dataset!r}")
+    return _paper_wide(tables, ["product", "method"], PER_PRODUCT_BINARY_COLUMNS, PAPER_BINARY_METRICS,
+                       dataset=dataset)
+
+
+def multilabel_summary(results: Mapping[str, Mapping[str, Sequence]]) -> pd.DataFrame:
+    """Table 11 layout: (dataset, product, method) rows, macro precision / recall / F1 (%) of Eq. 11
+    at the evaluation's threshold, mean and std over seeds, each dataset's mean over products
+    as product ``mean``. ``results``: ``{dataset: {method: [MultiLabelResult per seed]}}``."""
+    rows = []
+    for dataset, by_method in results.items():
+        for method, per_seed in by_method.items():
+            for seed_index, result in enumerate(per_seed):
+                table = result.per_product[list(MULTILABEL_COLUMNS)] * 100.0
+                rows += [{"dataset": dataset, "product": product, "method": method, "seed_index": seed_index,
+                          "metric": metric, "value": float(value)}
+                         for product, values in table.iterrows() for metric, value in values.items()]
+    return summarise(pd.DataFrame(rows), ["dataset", "product", "method"])
+
+
+def paper_multilabel_summary(datasets: Sequence[str] | None = None) -> pd.DataFrame:
+    """DAPO Table 11 as reported (no mean row is printed), in the layout of :func:`multilabel_summary`."""
+    rename = {f"multilabel_{m}": m for m in MULTILABEL_COLUMNS}
+    return _paper_wide("DAPO Table 11", ["dataset", "product", "method"], MULTILABEL_COLUMNS, rename,
+                       dataset=datasets)
+
+
+def multilabel_firing(per_seed: Sequence) -> pd.DataFrame:
+    """Which predicted types fire for which true types over a dataset: rows the true types (and
+    ``normal``), columns the predicted types, each cell the share (%) of images with the true type
+    in which the predicted type fires, pooled over the products that have both types, then the
+    mean over seeds (NaN where no product has both). ``per_seed``: one MultiLabelResult per seed."""
+    shares = []
+    for result in per_seed:
+        pooled = result.firing.groupby(["true", "predicted"], sort=False)[["count", "n_true"]].sum()
+        shares.append(100.0 * pooled["count"] / pooled["n_true"].where(pooled["n_true"] > 0))
+    share = pd.concat(shares, axis=1).mean(axis=1)
+    wide = share.unstack("predicted")
+    predicted = sorted(wide.columns)
+    true = [name for name in sorted(wide.index) if name != "normal"] + (["normal"] if "normal" in wide.index else [])
+    return wide.reindex(index=true, columns=predicted)
