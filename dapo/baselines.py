@@ -97,6 +97,14 @@ def multiads_f() -> DAPOConfig:
                                      image_score_global_weight=0.5, map_score="max")
 
 
+def multiads_paraphrased() -> DAPOConfig:
+    """Diagnosis variant (notebook 12): MultiADS with held-out paraphrased templates and state
+    phrases (:mod:`dapo.prompt_overlap`), whose wording the compact CLIP's captions never use."""
+    from dapo.prompt_overlap import paraphrase_overrides
+
+    return multiads().with_overrides(name="MultiADS (held-out paraphrases)", **paraphrase_overrides())
+
+
 def anomalyclip() -> DAPOConfig:
     """AnomalyCLIP as its released code runs (github zqhang/AnomalyCLIP, ``train.sh`` 9_12_4).
 
@@ -138,6 +146,7 @@ METHODS: dict[str, Callable[[], DAPOConfig]] = {
     "clip_ac": clip_ac,
     "multiads": multiads,
     "multiads_f": multiads_f,
+    "multiads_paraphrased": multiads_paraphrased,
     "anomalyclip": anomalyclip,
 }
 
@@ -154,6 +163,7 @@ TRAINING: dict[str, Callable[[], TrainConfig]] = {
     # MultiADS train.py: batch 4, 10 epochs, mosaic rate 0.2, combined trained as a class
     "multiads": lambda: TrainConfig(batch_size=4, epochs=10, mosaic_prob=0.2, multi_defect="as_class"),
     "multiads_f": lambda: TrainConfig(batch_size=4, epochs=10, mosaic_prob=0.2, multi_defect="as_class"),
+    "multiads_paraphrased": lambda: TrainConfig(batch_size=4, epochs=10, mosaic_prob=0.2, multi_defect="as_class"),
     # AnomalyCLIP train.sh: 15 epochs, batch 8
     "anomalyclip": lambda: TrainConfig(epochs=15, multi_defect="as_class"),
 }

@@ -6,7 +6,7 @@
   probability exceeds the normal one, and how often both (the defect mass is there but spread
   over the types so that normal wins the argmax).
 * (b) world bias: :mod:`dapo.prompt_overlap` (caption overlap, held-out paraphrases) and the
-  ``multiads_paraphrased`` preset (:func:`register_presets`).
+  ``multiads_paraphrased`` preset of :mod:`dapo.baselines`.
 * (c) vision deep tokens: :func:`without_vision_tokens` (same learned weights, the tokens
   removed from the vision sequence) and :func:`parameter_drift` (how far each learned tensor
   moved from its seeded initialisation).
@@ -138,29 +138,6 @@ def parameter_drift(model) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- presets
-
-
-def multiads_paraphrased():
-    """MultiADS (released code) with the held-out paraphrased templates and state phrases of
-    :mod:`dapo.prompt_overlap` instead of its own lists."""
-    from dapo.baselines import multiads
-    from dapo.prompt_overlap import paraphrase_overrides
-
-    return multiads().with_overrides(name="MultiADS (held-out paraphrases)", **paraphrase_overrides())
-
-
-PRESETS = {"multiads_paraphrased": (multiads_paraphrased, "multiads")}
-
-
-def register_presets() -> None:
-    """Make the diagnosis presets known to :mod:`dapo.baselines` (idempotent), with the training
-    recipe of the method they vary. A preset, not a sweep setting: checkpoint folders are named
-    by a setting's values, and whole prompt lists do not fit in a folder name."""
-    from dapo import baselines
-
-    for name, (make, recipe_of) in PRESETS.items():
-        baselines.METHODS.setdefault(name, make)
-        baselines.TRAINING.setdefault(name, baselines.TRAINING[recipe_of])
 
 
 def plot_cosines(matrices: Mapping[str, pd.DataFrame]):

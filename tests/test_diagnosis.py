@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dapo.config import DAPOConfig
-from dapo.diagnosis import (collapse_counts, collapse_shares, cosine_summary, parameter_drift, register_presets,
+from dapo.diagnosis import (collapse_counts, collapse_shares, cosine_summary, parameter_drift,
                             state_cosines, without_vision_tokens)
 from dapo.model import DAPO
 
@@ -94,14 +94,10 @@ def test_parameter_drift_measures_the_change_from_the_seeded_init(tiny_backbone)
     assert drift.loc["adapters.0.weight", "change_norm"] == 0
 
 
-def test_register_presets_adds_the_paraphrased_multiads_once(monkeypatch):
+def test_the_paraphrased_multiads_differs_from_multiads_only_in_its_prompt_lists():
     from dapo import baselines
     from dapo.prompt_overlap import PARAPHRASE_TEMPLATES
 
-    monkeypatch.setattr(baselines, "METHODS", dict(baselines.METHODS))  # other tests see the registry unchanged
-    monkeypatch.setattr(baselines, "TRAINING", dict(baselines.TRAINING))
-    register_presets()
-    register_presets()
     config = baselines.config_for("multiads_paraphrased")
     assert config.templates == PARAPHRASE_TEMPLATES and config.text_prompts == "handcrafted_defects"
     assert config.with_overrides(name="x", templates=None, normal_states=None, defect_states=None) == \
