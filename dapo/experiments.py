@@ -167,8 +167,12 @@ def load_profile_backbone(cfg: ProfileConfig, device: torch.device | str = "auto
 # ----------------------------------------------------------------------------- checkpoints
 
 
+MAX_SETTING_NAME = 96
+
+
 def setting_name(overrides: Mapping[str, Any]) -> str:
-    """Folder name of a setting: ``default``, or ``key=value`` pairs sorted by key (``lam=8,n_ctx=2``)."""
+    """Folder name of a setting: ``default``, or ``key=value`` pairs sorted by key (``lam=8,n_ctx=2``);
+    a name longer than 96 characters keeps its start and ends in a hash of the whole setting."""
     if not overrides:
         return DEFAULT_SETTING
     parts = []
@@ -176,7 +180,14 @@ def setting_name(overrides: Mapping[str, Any]) -> str:
         value = overrides[key]
         text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
         parts.append(f"{key}={re.sub(r'[^A-Za-z0-9._-]+', '_', text)}")
-    return ",".join(parts)
+    name = ",".join(parts)
+    if len(name) <= MAX_SETTING_NAME:
+        return name
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps(dict(overrides), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{name[:MAX_SETTING_NAME - 18]}~{digest}"
 
 
 def non_default(method: str, setting: Mapping[str, Any]) -> dict[str, Any]:

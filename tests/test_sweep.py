@@ -32,6 +32,8 @@ def test_setting_names_and_defaults_share_the_default_folder(tmp_path):
     assert setting_name({}) == "default"
     assert setting_name({"n_ctx": 2, "lam": 8.0}) == "lam=8.0,n_ctx=2"
     assert setting_name({"betas": (0.9, 0.999)}) == "betas=0.9-0.999"
+    long_a, long_b = ({"templates": tuple(f"a photo of a {i} {{}}." for i in range(20)) + (end,)} for end in "ab")
+    assert len(setting_name(long_a)) <= 96 and setting_name(long_a) != setting_name(long_b)
     assert non_default("dapo", {"lam": 4.0, "n_ctx": 2}) == {"n_ctx": 2}  # lam=4 is DAPO's default
     assert checkpoint_dir(tmp_path, "dapo", 1, {"lam": 8.0}) == tmp_path / "checkpoints/dapo/lam=8.0/seed1"
     with pytest.raises(ValueError, match="no_such_field"):
