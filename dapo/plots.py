@@ -221,6 +221,9 @@ def vocabulary_maps_figure(image, class_names: Sequence[str], type_probs, type_m
     _overlay(axes[0, -1], image, type_mask, len(class_names), "argmax mask", mean, std)
     _legend(fig, class_names)
     fig.subplots_adjust(bottom=0.2, wspace=0.35)
+    return fig
+
+
 # ----------------------------------------------------------------------------- binary and multi-label
 
 
