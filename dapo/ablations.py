@@ -85,7 +85,10 @@ def ablation_table(tidy: pd.DataFrame, fields: Sequence[str], metrics: Sequence[
     per metric in percent, rows in the sweep's order."""
     keys = [*fields, "seed", "epoch", "dataset", *(["product"] if "product" in tidy.columns else [])]
     long = percent(tidy, metrics)
-    wide = long.pivot_table(index=keys, columns="metric", values="value", sort=False, dropna=False)
+    if long.duplicated([*keys, "metric"]).any():
+        raise ValueError(f"several values per {keys} and metric: the sweep table repeats a setting")
+    order = pd.MultiIndex.from_frame(long[keys].drop_duplicates())
+    wide = long.set_index([*keys, "metric"])["value"].unstack("metric").reindex(order)
     wide = wide.reindex(columns=list(metrics)).reset_index()
     wide.columns.name = None
     return wide

@@ -279,7 +279,7 @@ EXTRAS: dict[str, tuple[Parameter, ...]] = {
                   "depth; full: [0.25, 0.5, 0.75, 1.0]", fraction_list(allow_zero=False)),
         Parameter("tunings", ["progressive", "naive"], "Fig. 7 / Table 7: progressive carry-over (default) "
                   "vs naive prefix", field_values("tuning", 2)),
-        Parameter("text_depth_fractions", [0.0, 0.5, 1.0], "Fig. 8: text N_d (vision at full depth); "
+        Parameter("text_depth_fractions", [0.5, 1.0], "Fig. 8: text N_d (vision at full depth); "
                   "full: [0.0, 0.25, 0.5, 0.75, 1.0]", fraction_list(allow_zero=True))),
 }
 
