@@ -67,7 +67,8 @@ def binary_on(datasets: Mapping[str, Any], *, device: str = "auto", per_product:
             table = evaluate_binary(model, dataset, device=device, progress=False)
             for product in (table.index if per_product else ["mean"]):
                 key = {"dataset": dataset_name, **({"product": str(product)} if per_product else {})}
-                rows += [{**key, "metric": metric, "value": float(value)} for metric, value in table.loc[product].items()]
+                rows += [{**key, "metric": metric, "value": float(value)}
+                         for metric, value in table.loc[product].items()]
         return pd.DataFrame(rows)
     return Evaluation(name or ("binary_products/1" if per_product else "binary/1"), fn)
 

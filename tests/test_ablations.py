@@ -11,8 +11,9 @@ import pytest
 matplotlib.use("Agg")
 
 from dapo import ablations  # noqa: E402
-from dapo.ablations import (aggregation_table, ablation_summary, ablation_table, depth_settings, layers_at,  # noqa: E402
-                            mark_best_epochs, paired_difference, resolve_depths, smoke_values, target_like, verdicts)
+from dapo.ablations import (aggregation_table, ablation_summary, ablation_table, depth_settings,  # noqa: E402
+                            layers_at, mark_best_epochs, paired_difference, resolve_depths, smoke_values,
+                            target_like, verdicts)
 
 
 def backbone(vision: int, text: int):
@@ -25,7 +26,8 @@ def test_depth_grids_scale_with_the_backbone_and_full_depth_is_the_default():
         {"vision_depth": 2, "text_depth": 1}, {"vision_depth": 4, "text_depth": 2},
         {"vision_depth": None, "text_depth": None}]
     assert depth_settings(vit_l, [0.25, 0.5, 1.0], tuning="naive") == [
-        {"vision_depth": 6, "text_depth": 3, "tuning": "naive"}, {"vision_depth": 12, "text_depth": 6, "tuning": "naive"},
+        {"vision_depth": 6, "text_depth": 3, "tuning": "naive"},
+        {"vision_depth": 12, "text_depth": 6, "tuning": "naive"},
         {"vision_depth": None, "text_depth": None, "tuning": "naive"}]
     # text only: vision keeps its default (all layers); 0 = no text deep tokens; duplicates kept once
     assert depth_settings(compact, [0.0, 0.1, 0.2, 1.0], fields=("text_depth",)) == [
@@ -70,7 +72,8 @@ def test_ablation_table_has_one_row_per_setting_seed_and_dataset_in_percent():
     assert list(table.columns) == ["lam", "seed", "epoch", "dataset", *ablations.FIGURE_METRICS]
     assert len(table) == 2 * 3 * 2 and not table.duplicated(["lam", "seed", "dataset"]).any()
     row = table[(table["lam"] == 4.0) & (table["seed"] == 1) & (table["dataset"] == "b")].iloc[0]
-    source = tidy[(tidy["lam"] == 4.0) & (tidy["seed"] == 1) & (tidy["dataset"] == "b") & (tidy["metric"] == "image_ap")]
+    source = tidy[(tidy["lam"] == 4.0) & (tidy["seed"] == 1) & (tidy["dataset"] == "b")
+                  & (tidy["metric"] == "image_ap")]
     assert row["image_ap"] == pytest.approx(source["value"].iloc[0] * 100)
     with pytest.raises(ValueError, match="no metric"):
         ablation_table(tidy, ["lam"], ["image_f1_max"])
@@ -97,7 +100,8 @@ def test_paired_difference_pairs_by_seed():
                           "vision_depth": 8, "image_ap": [80.0, 82.0, 84.0, 79.0, 83.0, 81.0]})
     effect = paired_difference(table, "tuning", "progressive", "naive", ["vision_depth"], ["image_ap"])
     deltas = np.array([1.0, -1.0, 3.0])
-    assert effect.loc[0, "mean"] == pytest.approx(deltas.mean()) and effect.loc[0, "std"] == pytest.approx(deltas.std(ddof=1))
+    assert effect.loc[0, "mean"] == pytest.approx(deltas.mean())
+    assert effect.loc[0, "std"] == pytest.approx(deltas.std(ddof=1))
     assert effect.loc[0, "n"] == 3 and effect.loc[0, "ahead"] == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="no seed was evaluated with both"):
         paired_difference(table, "tuning", "progressive", "sideways", ["vision_depth"], ["image_ap"])
