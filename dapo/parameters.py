@@ -151,6 +151,33 @@ def sweep_grid(name: str, value: Any) -> Any:
     return {field: list(values) for field, values in value.items()}
 
 
+def field_values(field: str, minimum: int = 1) -> Callable[[str, Any], Any]:
+    """A non-empty list of distinct values of one DAPOConfig/TrainConfig ``field``, each of which builds
+    DAPO's preset, at least ``minimum`` of them (a sweep axis: ``lam_values = [1.0, 4.0, 16.0]``)."""
+    def check(name: str, value: Any) -> Any:
+        try:
+            grid = sweep_grid(name, {field: value})[field]
+        except ParameterError as error:
+            raise ParameterError(str(error).replace(f"{name}[{field!r}]", name)) from None
+        if len(grid) < minimum or len({json.dumps(v) for v in grid}) != len(grid):
+            raise ParameterError(f"{name}={value!r}: expected at least {minimum} distinct values")
+        return grid
+    return check
+
+
+def fraction_list(allow_zero: bool) -> Callable[[str, Any], Any]:
+    """Fractions of an encoder's depth (``[0.25, 0.5, 1.0]``): each in (0, 1], or [0, 1] with ``allow_zero``."""
+    def check(name: str, value: Any) -> Any:
+        low = "[0, 1]" if allow_zero else "(0, 1]"
+        if (not isinstance(value, (list, tuple)) or not value
+                or not all(isinstance(f, (int, float)) and not isinstance(f, bool) for f in value)
+                or not all((0 <= f if allow_zero else 0 < f) and f <= 1 for f in value)):
+            raise ParameterError(f"{name}={value!r}: expected a non-empty list of fractions of the encoder's depth "
+                                 f"in {low}, e.g. [0.25, 0.5, 1.0]")
+        return [float(f) for f in value]
+    return check
+
+
 @dataclass(frozen=True)
 class Parameter:
     """One papermill parameter: its default, the comment shown in the cell, and its check."""
@@ -225,6 +252,37 @@ EXTRAS: dict[str, tuple[Parameter, ...]] = {
                                      settings_list("dapo"))),
     "12_diagnosis": (SEEDS, Parameter("eval_epochs", [1, 2, 5], "epochs evaluated in (d) (training runs to the last)",
                                       epoch_list)),
+    # Ablations (Figs. 5-8, Tables 6-7). Defaults: the fewest points that test each claim (3 values per
+    # axis bracketing the default 4x, both tunings at half and full depth), 3 seeds each: 81 training
+    # epochs and 57 evaluations for 06-09 together, the default DAPO runs shared. The comments name the
+    # issue's full grids (-p NAME VALUE).
+    "06_ablation_lambda_length": (
+        SEEDS,
+        Parameter("lam_values", [1.0, 4.0, 16.0], "Fig. 5(a) grid of the local-loss weight lambda (default 4); "
+                  "full: [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]", field_values("lam", 2)),
+        Parameter("n_ctx_values", [1, 5, 16], "Fig. 5(b) grid of the prompt length l (default 5); "
+                  "full: [1, 2, 5, 8, 12, 16]", field_values("n_ctx", 2))),
+    "07_ablation_init": (
+        SEEDS,
+        Parameter("inits", ["random", "clip", "offset"], "Fig. 6: N(0, 1), CLIP space (default), abnormal "
+                  "context offset by 5 sigma", field_values("init", 2)),
+        Parameter("eval_epochs", [1, 2, 3], "epochs evaluated (training runs to the last); paper and full: "
+                  "[1, 2, 3, 4, 5]",
+                  epoch_list),
+        Parameter("best_by", "image_auroc", "metric (seed mean) that picks each initialisation's best epoch",
+                  choice("image_auroc", "image_ap", "pixel_auroc", "pixel_aupro_official"))),
+    "08_ablation_aggregation": (
+        SEEDS,
+        Parameter("aggregations", ["mean", "attention"], "Table 6: mean (default) vs attention-weighted abnormal "
+                  "prototype; the first is the baseline", field_values("aggregation", 2))),
+    "09_ablation_depth": (
+        SEEDS,
+        Parameter("depth_fractions", [0.5, 1.0], "Fig. 7: N_d of both encoders as fractions of their "
+                  "depth; full: [0.25, 0.5, 0.75, 1.0]", fraction_list(allow_zero=False)),
+        Parameter("tunings", ["progressive", "naive"], "Fig. 7 / Table 7: progressive carry-over (default) "
+                  "vs naive prefix", field_values("tuning", 2)),
+        Parameter("text_depth_fractions", [0.5, 1.0], "Fig. 8: text N_d (vision at full depth); "
+                  "full: [0.0, 0.25, 0.5, 0.75, 1.0]", fraction_list(allow_zero=True))),
 }
 
 

@@ -367,3 +367,58 @@ def multilabel_heatmap(share: pd.DataFrame, *, title: str = "") -> plt.Figure:
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- ablations
+
+
+def sweep_lines(table: pd.DataFrame, x: str, metrics: Sequence[str], *, hue: str | None = None,
+                panel: str = "dataset", logx: bool = False, paper: pd.DataFrame | None = None,
+                xlabel: str | None = None, ylabel: str = "%", title: str = "") -> plt.Figure:
+    """DAPO Figs. 5-8 (and Table 6 as a figure): each metric against the swept setting ``x``, mean over
+    the seeds with ± std error bars (seaborn ``lineplot``, ``errorbar="sd"``), one line per ``hue``
+    value, one row of panels per ``panel`` value (a dataset), one column per metric.
+
+    ``table``: one row per seed and setting with a column per metric
+    (:func:`dapo.ablations.ablation_table`). A non-numeric ``x`` (``"mean"`` / ``"attention"``) is
+    drawn as categories in order of appearance; ``logx`` for a geometric grid (lambda).
+    ``paper``: optional reported points (columns ``panel``, ``x``, ``hue``, metric columns) drawn
+    as hollow markers, labelled as reported.
+    """
+    import seaborn as sns
+
+    missing = [c for c in (x, *metrics, *(k for k in (hue, panel) if k)) if c not in table.columns]
+    if missing:
+        raise ValueError(f"the table has no column(s) {missing}; it has {list(table.columns)}")
+    if table.empty:
+        raise ValueError("nothing to plot: the table is empty")
+    panels = list(dict.fromkeys(table[panel])) if panel else [None]
+    fig, axes = plt.subplots(len(panels), len(metrics), figsize=(3.3 * len(metrics), 2.8 * len(panels) + 0.4),
+                             squeeze=False)
+    numeric = pd.api.types.is_numeric_dtype(table[x])
+    data = table if numeric else table.assign(**{x: pd.Categorical(table[x], list(dict.fromkeys(table[x])))})
+    hue_order = list(dict.fromkeys(table[hue])) if hue else None
+    for row, name in enumerate(panels):
+        frame = data if name is None else data[data[panel] == name]
+        for col, metric in enumerate(metrics):
+            ax = axes[row, col]
+            sns.lineplot(data=frame, x=x, y=metric, hue=hue, hue_order=hue_order, errorbar="sd", marker="o",
+                         err_style="bars", err_kws={"capsize": 3}, ax=ax, legend=(row == 0 and col == 0) and bool(hue))
+            if paper is not None and name in set(paper.get(panel, [])) and metric in paper.columns:
+                reported = paper[paper[panel] == name]
+                ax.scatter(reported[x], reported[metric], facecolors="none", edgecolors="k", s=40, zorder=5,
+                           label="paper (reported)")
+            if logx and numeric:
+                ax.set_xscale("log", base=2)
+            if numeric:
+                ax.set_xticks(sorted(set(frame[x])))
+                ax.set_xticklabels([f"{v:g}" for v in sorted(set(frame[x]))])
+            ax.set_xlabel(xlabel or x)
+            ax.set_ylabel(f"{metric} ({ylabel})" if col == 0 else metric)
+            ax.set_title(f"{name}: {metric}" if name is not None else metric, fontsize=9)
+            ax.grid(alpha=0.3)
+    if hue and axes[0, 0].get_legend() is not None:
+        axes[0, 0].legend(fontsize=7, title=hue, title_fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -79,15 +79,16 @@ class Provenance:
 
 def save_table(df: pd.DataFrame, name: str, out_dir: str | Path, prov: Provenance, caption: str = "",
                decimals: int = 1, index: bool = True, markdown: pd.DataFrame | None = None) -> Path:
-    """Write ``name.csv`` (full precision + provenance columns) and ``name.md`` (rounded, with a
-    header; ``markdown`` replaces the rounded table, e.g. a "mean ± std" view)."""
+    """Write ``name.csv`` (full precision + provenance columns; one the table already has, e.g. a
+    per-seed ``seed``, is written as ``run_<name>``) and ``name.md`` (rounded, with a header;
+    ``markdown`` replaces the rounded table, e.g. a "mean ± std" view)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stamped = df.copy()
     if isinstance(stamped.columns, pd.MultiIndex):
         stamped.columns = _joined(stamped.columns)
-    for key, value in prov.columns().items():
-        stamped[key] = value
+    for key, value in prov.columns().items():  # a table's own column (a sweep's training seed) is kept
+        stamped[f"run_{key}" if key in stamped.columns else key] = value
     csv_path = out_dir / f"{name}.csv"
     with atomic_path(csv_path) as temporary:
         stamped.to_csv(temporary, index=index, float_format="%.6g", lineterminator="\n")

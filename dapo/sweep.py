@@ -6,7 +6,8 @@ folder per setting and seed, named by the setting; a folder holding another conf
 refused, never silently reused), so an interrupted sweep resumes where it stopped. A setting
 equal to the method's defaults shares the ``default`` folder with the notebooks' headline runs.
 Evaluations are cached beside each checkpoint, keyed by the evaluation's name and the
-checkpoint's content hash. The result has one row per (setting, seed, epoch, dataset, metric).
+checkpoint's content hash. The result has one row per (setting, seed, epoch, dataset, metric),
+and per value of any further key an evaluation returns (``binary_on(..., per_product=True)``: ``product``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 from dapo.experiments import checkpoint_dir, evaluate_binary, evaluate_multitype, non_default, train_or_load
 
 TIDY_COLUMNS = ("seed", "epoch", "dataset", "metric", "value")
+#: Further key columns an evaluation may return beside ``dataset``, kept in this order.
+EXTRA_KEYS = ("product",)
 
 
 def grid_settings(grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -37,7 +40,8 @@ def grid_settings(grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]]) ->
 
 
 class Evaluation:
-    """A named evaluation of a model: ``fn(model) -> DataFrame`` with columns dataset, metric, value.
+    """A named evaluation of a model: ``fn(model) -> DataFrame`` with columns dataset, metric, value
+    (and optionally the keys of :data:`EXTRA_KEYS`, e.g. ``product``).
 
     ``name`` keys the cache; change it (e.g. a version suffix) when the evaluation changes.
     """
@@ -50,19 +54,23 @@ class Evaluation:
         missing = {"dataset", "metric", "value"} - set(frame.columns)
         if missing:
             raise ValueError(f"evaluation {self.name!r} returned no {sorted(missing)} columns")
-        return frame[["dataset", "metric", "value"]]
+        return frame[["dataset", *(key for key in EXTRA_KEYS if key in frame.columns), "metric", "value"]]
 
 
-def binary_on(datasets: Mapping[str, Any], *, device: str = "auto", name: str = "binary/1") -> Evaluation:
-    """Dataset-mean binary metrics (image AUROC/AP/F1-max, pixel AUROC/AP/F1-max/AUPRO) on each dataset."""
+def binary_on(datasets: Mapping[str, Any], *, device: str = "auto", per_product: bool = False,
+              name: str | None = None) -> Evaluation:
+    """Dataset-mean binary metrics (image AUROC/AP/F1-max, pixel AUROC/AP/F1-max/AUPRO) on each dataset;
+    ``per_product``: every product's too, in a ``product`` column (the dataset mean as ``"mean"``)."""
     def fn(model) -> pd.DataFrame:
         rows = []
         for dataset_name, dataset in datasets.items():
             table = evaluate_binary(model, dataset, device=device, progress=False)
-            rows += [{"dataset": dataset_name, "metric": metric, "value": float(value)}
-                     for metric, value in table.loc["mean"].items()]
+            for product in (table.index if per_product else ["mean"]):
+                key = {"dataset": dataset_name, **({"product": str(product)} if per_product else {})}
+                rows += [{**key, "metric": metric, "value": float(value)}
+                         for metric, value in table.loc[product].items()]
         return pd.DataFrame(rows)
-    return Evaluation(name, fn)
+    return Evaluation(name or ("binary_products/1" if per_product else "binary/1"), fn)
 
 
 def multitype_on(datasets: Mapping[str, Any], *, device: str = "auto", name: str = "multitype/1") -> Evaluation:
@@ -130,7 +138,8 @@ def sweep(cfg, method: str, run_dir: str | Path, *, grid, seeds: Sequence[int], 
             bar.update()
     bar.close()
     table = pd.concat(frames, ignore_index=True)
-    return table[[*fields, *TIDY_COLUMNS]]
+    extra = [key for key in EXTRA_KEYS if key in table.columns]
+    return table[[*fields, "seed", "epoch", "dataset", *extra, "metric", "value"]]
 
 
 def mean_std(table: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

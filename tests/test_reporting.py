@@ -31,6 +31,12 @@ def test_table_csv_has_full_precision_and_provenance_columns(tmp_path):
     assert "SYNTHETIC profile" in md and "commit=abc1234" in md and "0.1" in md
 
 
+def test_a_per_seed_table_keeps_its_own_seed_column(tmp_path):
+    df = pd.DataFrame({"lam": [1.0, 1.0], "seed": [0, 1], "image_auroc": [80.0, 82.0]})
+    back = pd.read_csv(save_table(df, "sweep", tmp_path, _prov(), index=False))
+    assert back["seed"].tolist() == [0, 1] and (back["run_seed"] == 3).all()
+
+
 def test_table_csv_is_byte_identical_across_commits(tmp_path):
     df = pd.DataFrame({"ap": np.linspace(0, 1, 5)})
     a = save_table(df, "a", tmp_path, _prov(commit="1111111")).read_bytes()

@@ -110,3 +110,17 @@ def test_training_free_methods_cannot_be_swept(cfg, tiny_backbone, tmp_path, tes
         sweep(cfg, "clip_ac", tmp_path, grid={"temperature": [0.07]}, seeds=[0], backbone=tiny_backbone,
               evaluate=Evaluation("none", lambda m: pd.DataFrame(columns=["dataset", "metric", "value"])),
               device="cpu", progress=False)
+
+
+def test_per_product_evaluations_keep_a_product_column(monkeypatch):
+    import dapo.sweep as sweep_module
+
+    table = pd.DataFrame({"image_auroc": [0.5, 0.7, 0.6], "image_ap": [0.4, 0.8, 0.6]}, index=["bolt", "gear", "mean"])
+    monkeypatch.setattr(sweep_module, "evaluate_binary", lambda model, dataset, **kwargs: table)
+    per_product = binary_on({"world": None}, per_product=True)
+    frame = per_product(object())
+    assert per_product.name == "binary_products/1" and binary_on({"world": None}).name == "binary/1"
+    assert list(frame.columns) == ["dataset", "product", "metric", "value"]
+    assert frame.set_index(["product", "metric"]).loc[("gear", "image_ap"), "value"] == 0.8
+    means = binary_on({"world": None})(object())
+    assert list(means.columns) == ["dataset", "metric", "value"] and means["value"].tolist() == [0.6, 0.6]
