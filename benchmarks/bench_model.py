@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], dict]:
         for precision in precisions:
             for phase, fn in model_phases(model, batch, vocabulary, precision, path).items():
                 phases[(phase, precision, path)] = fn
-    for (phase, precision, path), fn in phases.items():  # FLOPs do not depend on path or precision
+    for (phase, _precision, _path), fn in phases.items():  # FLOPs do not depend on path or precision
         if (phase, "fp32") not in flops:
             fn()  # warm caches (prompt ids) outside the counter
             flops[(phase, "fp32")] = count_flops(fn)

@@ -11,7 +11,7 @@ print against the paper's claims, so no conclusion is written before the numbers
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -65,7 +65,7 @@ def resolve_depths(table: pd.DataFrame, backbone) -> pd.DataFrame:
     table = table.copy()
     for field, layers in encoder_depths(backbone).items():
         if field in table.columns:
-            table[field] = table[field].apply(lambda v: layers if v is None or (isinstance(v, float) and np.isnan(v))
+            table[field] = table[field].apply(lambda v, layers=layers: layers if v is None or (isinstance(v, float) and np.isnan(v))
                                               else int(v)).astype(int)
     return table
 

@@ -248,7 +248,7 @@ class Backbone(nn.Module):
             parameter.requires_grad_(False)
         self.train(False)
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         """The encoders are frozen: they never leave evaluation mode (no dropout)."""
         return super().train(False)
 
@@ -472,7 +472,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
     return scores.softmax(dim=-1) @ v
 
 
-_PREPARED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+_PREPARED: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
 def _weights_key(blocks: nn.ModuleList) -> tuple:

@@ -270,7 +270,7 @@ class DAPOConfig:
     def uses_vision_deep_tokens(self) -> bool:
         return self.vision_deep_tokens > 0 and self.vision_depth != 0
 
-    def with_overrides(self, **overrides: Any) -> "DAPOConfig":
+    def with_overrides(self, **overrides: Any) -> DAPOConfig:
         """A copy with some fields changed (unknown names raise ``TypeError``)."""
         return replace(self, **overrides)
 
@@ -279,7 +279,7 @@ class DAPOConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "DAPOConfig":
+    def from_dict(cls, data: dict[str, Any]) -> DAPOConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
@@ -367,7 +367,7 @@ class TrainConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"TrainConfig.seed must be an integer, got {self.seed!r}")
 
-    def with_overrides(self, **overrides: Any) -> "TrainConfig":
+    def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with some fields changed (unknown names raise ``TypeError``)."""
         return replace(self, **overrides)
 
@@ -375,7 +375,7 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
         unknown = sorted(set(data) - {f.name for f in fields(cls)})
         if unknown:

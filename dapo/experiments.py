@@ -235,7 +235,8 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     retrained; a folder holding another configuration raises ``ValueError`` (pass
     ``retrain=True`` to replace it). Otherwise training starts, or resumes from the last epoch.
     """
-    from dapo.baselines import make_model, preset as make_preset
+    from dapo.baselines import make_model
+    from dapo.baselines import preset as make_preset
     from dapo.checkpoint import epoch_path, read_metadata, same_backbone_weights
     from dapo.train import ResumeError, check_same_run, load_history, load_trained, train, training_vocabulary
 

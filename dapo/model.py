@@ -30,8 +30,15 @@ from dapo.backbone import Backbone
 from dapo.config import DAPOConfig
 from dapo.dpam import run_vision_blocks
 from dapo.progressive import DeepPrompts, run_blocks
-from dapo.prompts import (LearnedContext, check_placeholders, defect_phrase, handcrafted_state_prompts,
-                          learned_prompt_texts, placeholder_id, token_embedding_stats)
+from dapo.prompts import (
+    LearnedContext,
+    check_placeholders,
+    defect_phrase,
+    handcrafted_state_prompts,
+    learned_prompt_texts,
+    placeholder_id,
+    token_embedding_stats,
+)
 from dapo.vocabulary import check_prompts_fit, check_vocabulary, context_length
 
 TEXT_CHUNK = 512

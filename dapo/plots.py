@@ -7,7 +7,7 @@ footer) is :func:`dapo.reporting.save_figure`'s job.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np

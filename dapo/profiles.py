@@ -56,7 +56,7 @@ def paper_defaults(data_root: Path) -> dict:
 
 
 def synthetic_defaults(data_root: Path, smoke: bool) -> dict:
-    from dapo.synthetic.worlds import SOURCE_WORLD, TARGET_WORLDS, world_root, COMPACT_IMAGE_SIZE
+    from dapo.synthetic.worlds import COMPACT_IMAGE_SIZE, SOURCE_WORLD, TARGET_WORLDS, world_root
 
     roots = {name: world_root(data_root, name, smoke) for name in (SOURCE_WORLD, *TARGET_WORLDS)}
     return dict(backbone="dapo-compact", pretrained="synthetic", image_size=COMPACT_IMAGE_SIZE,

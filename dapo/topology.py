@@ -185,7 +185,6 @@ def embed(models: Mapping, dataset, sample: PatchSample, vocabulary: Sequence[st
     handcrafted-prompt model (MultiADS, CLIP-AC) against its own product's prompts instead, as
     their evaluation does (one text encoding per product: thousands of prompts each).
     """
-    from dapo.data import collate_samples
     from dapo.precision import autocast
 
     vocabulary = check_vocabulary(vocabulary)

@@ -31,8 +31,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dapo.atomic import atomic_path, write_text
-from dapo.checkpoint import (CheckpointError, epoch_path, latest_checkpoint, list_checkpoints, load_learned,  # noqa: F401
-                             load_trained, read_checkpoint, save_checkpoint)
+from dapo.checkpoint import (  # noqa: F401
+    CheckpointError,
+    epoch_path,
+    latest_checkpoint,
+    list_checkpoints,
+    load_learned,
+    load_trained,
+    read_checkpoint,
+    save_checkpoint,
+)
 from dapo.config import TrainConfig
 from dapo.losses import loss_terms
 from dapo.model import DAPO

@@ -11,9 +11,19 @@ import pytest
 matplotlib.use("Agg")
 
 from dapo import ablations  # noqa: E402
-from dapo.ablations import (aggregation_table, ablation_summary, ablation_table, depth_settings,  # noqa: E402
-                            layers_at, mark_best_epochs, paired_difference, resolve_depths, smoke_values,
-                            target_like, verdicts)
+from dapo.ablations import (  # noqa: E402
+    ablation_summary,
+    ablation_table,
+    aggregation_table,
+    depth_settings,
+    layers_at,
+    mark_best_epochs,
+    paired_difference,
+    resolve_depths,
+    smoke_values,
+    target_like,
+    verdicts,
+)
 
 
 def backbone(vision: int, text: int):

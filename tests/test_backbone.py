@@ -10,8 +10,13 @@ import torch
 from safetensors.torch import save_file
 
 import dapo.backbone as backbone_module
-from dapo.backbone import (checkpoint_available, interpolate_positional_embedding, load_backbone,
-                           proportional_taps, resolve_weights)
+from dapo.backbone import (
+    checkpoint_available,
+    interpolate_positional_embedding,
+    load_backbone,
+    proportional_taps,
+    resolve_weights,
+)
 from dapo.progressive import run_blocks
 
 

@@ -8,12 +8,12 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import tomllib
 import torch
 from PIL import Image
 from safetensors import safe_open

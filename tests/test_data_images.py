@@ -13,9 +13,19 @@ import pytest
 import torch
 from PIL import Image
 
-from dapo.data import (CLIP_MEAN, CLIP_STD, CorruptImageError, ImageConversionWarning, LayoutImage,
-                       SuspiciousMaskWarning, UnsupportedImageError, open_dataset, read_label_map, read_rgb,
-                       write_tree)
+from dapo.data import (
+    CLIP_MEAN,
+    CLIP_STD,
+    CorruptImageError,
+    ImageConversionWarning,
+    LayoutImage,
+    SuspiciousMaskWarning,
+    UnsupportedImageError,
+    open_dataset,
+    read_label_map,
+    read_rgb,
+    write_tree,
+)
 from dapo.data import images as image_module
 
 RAMP16 = np.array([[0, 128, 129, 256, 32767, 32768, 65279, 65535]], np.uint16)

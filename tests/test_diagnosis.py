@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from dapo.config import DAPOConfig
-from dapo.diagnosis import (collapse_counts, collapse_shares, cosine_summary, parameter_drift,
-                            state_cosines, without_vision_tokens)
+from dapo.diagnosis import (
+    collapse_counts,
+    collapse_shares,
+    cosine_summary,
+    parameter_drift,
+    state_cosines,
+    without_vision_tokens,
+)
 from dapo.model import DAPO
 
 VOCABULARY = ("hole", "scratch", "crack")

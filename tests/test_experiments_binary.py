@@ -11,8 +11,16 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from dapo.baselines import config_for, make_model
-from dapo.experiments import (add_inference_variants, evaluate_binary, evaluate_binary_curves, evaluate_methods,
-                              inference_variant, multilabel_evaluator, open_profile_dataset, predict_products)
+from dapo.experiments import (
+    add_inference_variants,
+    evaluate_binary,
+    evaluate_binary_curves,
+    evaluate_methods,
+    inference_variant,
+    multilabel_evaluator,
+    open_profile_dataset,
+    predict_products,
+)
 from dapo.profiles import resolve_profile
 from dapo.synthetic.worlds import write_world
 

@@ -8,9 +8,19 @@ import torch
 from dapo.baselines import config_for, preset
 from dapo.config import DAPOConfig
 from dapo.experiments import checkpoint_dir, non_default
-from dapo.fidelity import (DEFAULT_SWITCHES, EARLIER_CHOICES, INFERENCE_FIELDS, OFFICIAL_SWITCHES,
-                           effects, effects_view, evaluate_settings, inference_only, smoke_subset, switch_kind,
-                           with_config)
+from dapo.fidelity import (
+    DEFAULT_SWITCHES,
+    EARLIER_CHOICES,
+    INFERENCE_FIELDS,
+    OFFICIAL_SWITCHES,
+    effects,
+    effects_view,
+    evaluate_settings,
+    inference_only,
+    smoke_subset,
+    switch_kind,
+    with_config,
+)
 from dapo.losses import dapo_loss
 from dapo.model import DAPO
 from dapo.sweep import Evaluation

@@ -119,7 +119,7 @@ def test_slot_write_gradients_pass_gradcheck():
     x = torch.randn(4, 6, 3, dtype=torch.float64, requires_grad=True)
     for a in (0.0, 0.3):
         for inplace in (False, True):
-            def fn(x, tokens):
+            def fn(x, tokens, a=a, inplace=inplace):
                 return _SlotWrite.apply(x * 1.0 if inplace else x, tokens, a, 1, 3, inplace)
 
             assert torch.autograd.gradcheck(fn, (x, tokens))

@@ -1,13 +1,20 @@
 """Notebook parameters: one definition for every notebook, and up-front validation with messages
 that name the parameter."""
 
-import json
 
 import pytest
 import torch
 
-from dapo.parameters import (COMMON, ParameterError, from_namespace, injected_names, notebook_cells,
-                             parameters_cell, parameters_for, validate)
+from dapo.parameters import (
+    COMMON,
+    ParameterError,
+    from_namespace,
+    injected_names,
+    notebook_cells,
+    parameters_cell,
+    parameters_for,
+    validate,
+)
 from dapo.paths import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -1,9 +1,9 @@
 """Figure helpers: inverse normalisation, colour maps, projections."""
 
+import matplotlib
 import numpy as np
 import open_clip
 import pytest
-import matplotlib
 
 matplotlib.use("Agg")
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dapo import prompt_overlap as O
-from dapo.synthetic.captions import CaptionPolicy, DEFECT_NOUNS, product_words, sample_caption
+from dapo.synthetic.captions import DEFECT_NOUNS, CaptionPolicy, product_words, sample_caption
 from dapo.synthetic.products import PRODUCTS
 
 

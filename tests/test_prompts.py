@@ -7,8 +7,15 @@ import torch
 
 from dapo.config import DAPOConfig
 from dapo.model import DAPO
-from dapo.prompts import (LearnedContext, check_placeholders, defect_phrase, handcrafted_state_prompts,
-                          learned_prompt_texts, sample_tokens, token_embedding_stats)
+from dapo.prompts import (
+    LearnedContext,
+    check_placeholders,
+    defect_phrase,
+    handcrafted_state_prompts,
+    learned_prompt_texts,
+    sample_tokens,
+    token_embedding_stats,
+)
 
 
 def test_defect_aware_prompt_texts_follow_eq_1_and_2():

@@ -10,8 +10,15 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dapo.synthetic.pretrain import (COMPACT_CONFIG, COMPACT_MODEL, COMPACT_WEIGHTS, PretrainConfig,
-                                     last_block_class_token, locked_features, register_compact_config)
+from dapo.synthetic.pretrain import (
+    COMPACT_CONFIG,
+    COMPACT_MODEL,
+    COMPACT_WEIGHTS,
+    PretrainConfig,
+    last_block_class_token,
+    locked_features,
+    register_compact_config,
+)
 from dapo.synthetic.zeroshot import defect_type_accuracy, encode_images, heldout_set, product_accuracy
 
 pytestmark = [pytest.mark.skipif(not COMPACT_WEIGHTS.is_file(), reason="compact CLIP weights not built yet")]

@@ -114,7 +114,7 @@ def _defect_change(product: str, defect: str, seed: int) -> tuple[np.ndarray, np
     mask = DEFECTS[defect].draw(scene, make_rng(seed, defect), 0.8)
     change = np.abs(layer.rgb - before_rgb).sum(-1) * np.maximum(layer.alpha, before_alpha)
     change = change + 3 * np.abs(layer.alpha - before_alpha)
-    for color, cov in scene.overlays:
+    for _color, cov in scene.overlays:
         change = change + cov
     return change > 0.15, mask
 

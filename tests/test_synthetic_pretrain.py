@@ -11,15 +11,47 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from dapo.synthetic.captions import (DEFECT_NOUNS, GENERIC_OBJECT, CaptionKey, CaptionPolicy, class_prompts,
-                                     product_prompts, sample_caption)
-from dapo.synthetic.corpus import (DEFECT_ORDER, IGNORE, LOCAL_STREAM, CorpusSpec, View, collate_views, full_view,
-                                   local_views, patch_labels, positive_matrix, sample_image, to_tensor)
+from dapo.synthetic.captions import (
+    DEFECT_NOUNS,
+    GENERIC_OBJECT,
+    CaptionKey,
+    CaptionPolicy,
+    class_prompts,
+    product_prompts,
+    sample_caption,
+)
+from dapo.synthetic.corpus import (
+    DEFECT_ORDER,
+    IGNORE,
+    LOCAL_STREAM,
+    CorpusSpec,
+    View,
+    collate_views,
+    full_view,
+    local_views,
+    patch_labels,
+    positive_matrix,
+    sample_image,
+    to_tensor,
+)
 from dapo.synthetic.defects import DEFECTS
 from dapo.synthetic.generator import SyntheticImage, applicable_defects
-from dapo.synthetic.pretrain import (COMPACT_MODEL, PretrainConfig, balanced_patch_loss, encode_views, global_targets,
-                                     learning_rate, multi_positive_clip_loss, pretrain, register_compact_config,
-                                     state_class_weights, state_loss, state_texts, step_views, text_stage_parameters)
+from dapo.synthetic.pretrain import (
+    COMPACT_MODEL,
+    PretrainConfig,
+    balanced_patch_loss,
+    encode_views,
+    global_targets,
+    learning_rate,
+    multi_positive_clip_loss,
+    pretrain,
+    register_compact_config,
+    state_class_weights,
+    state_loss,
+    state_texts,
+    step_views,
+    text_stage_parameters,
+)
 from dapo.synthetic.products import PRODUCTS
 
 EOT = 49407

@@ -11,8 +11,17 @@ import torch
 
 from dapo.data import open_dataset
 from dapo.data.knowledge import load_knowledge, seen_unseen
-from dapo.synthetic.worlds import (COMPACT_IMAGE_SIZE, MARKER, SOURCE_WORLD, TARGET_WORLDS, WORLDS, ensure_worlds,
-                                   iter_world_images, world_root, write_world)
+from dapo.synthetic.worlds import (
+    COMPACT_IMAGE_SIZE,
+    MARKER,
+    SOURCE_WORLD,
+    TARGET_WORLDS,
+    WORLDS,
+    ensure_worlds,
+    iter_world_images,
+    world_root,
+    write_world,
+)
 
 
 @pytest.fixture(scope="module")

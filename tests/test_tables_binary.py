@@ -10,9 +10,20 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from dapo.metrics import BINARY_METRICS, MetricUndefinedWarning, MultiLabelEvaluator
 from dapo.reference import PAPER_LABEL, paper_numbers
-from dapo.tables import (BINARY_COLUMNS, MULTILABEL_COLUMNS, PER_PRODUCT_BINARY_COLUMNS, binary_summary,
-                         multilabel_firing, multilabel_summary, paper_binary_summary, paper_counterpart,
-                         paper_multilabel_summary, paper_per_product_binary, per_product_binary, pm_view)
+from dapo.tables import (
+    BINARY_COLUMNS,
+    MULTILABEL_COLUMNS,
+    PER_PRODUCT_BINARY_COLUMNS,
+    binary_summary,
+    multilabel_firing,
+    multilabel_summary,
+    paper_binary_summary,
+    paper_counterpart,
+    paper_multilabel_summary,
+    paper_per_product_binary,
+    per_product_binary,
+    pm_view,
+)
 
 
 def _binary_table(rng) -> pd.DataFrame:

@@ -132,9 +132,9 @@ def test_checkpoints_know_the_backbone_weights_they_were_trained_on(tiny_backbon
 
 
 def test_the_recipe_reaches_the_optimiser_and_every_checkpoint(tiny_backbone, tiny_dataset, tmp_path, monkeypatch):
+    import dapo.train as train_module
     from dapo.checkpoint import read_metadata
     from dapo.config import TrainConfig
-    import dapo.train as train_module
 
     seen = {}
     original = train_module.make_optimizer

@@ -15,8 +15,16 @@ import warnings
 
 import pandas as pd
 
-from dapo.cli.common import (DEFAULT_CHECKPOINT, shown, HelpFormatter, add_backbone_arguments, add_run_arguments,
-                             load_model, prepare_out, resolve_device_argument)
+from dapo.cli.common import (
+    DEFAULT_CHECKPOINT,
+    HelpFormatter,
+    add_backbone_arguments,
+    add_run_arguments,
+    load_model,
+    prepare_out,
+    resolve_device_argument,
+    shown,
+)
 from dapo.cli.datasets import DATASET_HELP, add_dataset_arguments, open_dataset_arguments
 
 PROFILE = "cli"

@@ -20,11 +20,28 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dapo.cli.common import (DEFAULT_CHECKPOINT, shown, HelpFormatter, UsageError, add_backbone_arguments,
-                             add_run_arguments, argument_errors, load_model, one_line, prepare_out,
-                             probability, resolve_device_argument)
-from dapo.cli.outputs import MAX_CLASSES, area_fractions, prediction_row, write_image_outputs, write_legend, \
-    write_predictions
+from dapo.cli.common import (
+    DEFAULT_CHECKPOINT,
+    HelpFormatter,
+    UsageError,
+    add_backbone_arguments,
+    add_run_arguments,
+    argument_errors,
+    load_model,
+    one_line,
+    prepare_out,
+    probability,
+    resolve_device_argument,
+    shown,
+)
+from dapo.cli.outputs import (
+    MAX_CLASSES,
+    area_fractions,
+    prediction_row,
+    write_image_outputs,
+    write_legend,
+    write_predictions,
+)
 
 PREDICTIONS_CSV = "predictions.csv"
 LISTED = 10  # skipped images named again in the closing error line

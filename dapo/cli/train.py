@@ -10,8 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dapo.cli.common import (HelpFormatter, UsageError, add_backbone_arguments, add_run_arguments, argument_errors,
-                             load_backbone_arguments, one_line, positive_int, prepare_out, resolve_device_argument)
+from dapo.cli.common import (
+    HelpFormatter,
+    UsageError,
+    add_backbone_arguments,
+    add_run_arguments,
+    argument_errors,
+    load_backbone_arguments,
+    one_line,
+    positive_int,
+    prepare_out,
+    resolve_device_argument,
+)
 from dapo.cli.datasets import DATASET_HELP, add_dataset_arguments, open_dataset_arguments
 
 DESCRIPTION = f"""\

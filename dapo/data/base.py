@@ -27,9 +27,10 @@ the multi-defect superclass (``combined``) from the vocabularies, as MultiADS do
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch

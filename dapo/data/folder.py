@@ -25,8 +25,8 @@ training are not (the command line refuses to train on it).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 

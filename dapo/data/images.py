@@ -30,8 +30,9 @@ binarised at mid-range (>= 128 -> 255, stated) rather than read as "nonzero = an
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
 import numpy as np
 import open_clip

@@ -165,7 +165,7 @@ def _dataset_files() -> list[Path]:
     return sorted(path for path in KNOWLEDGE_DIR.glob("*.yaml") if path != DEFECTS_FILE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _shared() -> dict:
     data = _read_yaml(DEFECTS_FILE)
     for key in ("templates", "normal", "superclasses"):
@@ -174,7 +174,7 @@ def _shared() -> dict:
     return data
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _defect_registry() -> dict[str, DefectInfo]:
     return _defect_entries(_shared()["superclasses"], DEFECTS_FILE)
 
@@ -201,7 +201,7 @@ def load_knowledge(dataset: str | Path) -> DatasetKnowledge:
     return _load_file(str(path.resolve()))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_file(path_name: str) -> DatasetKnowledge:
     path = Path(path_name)
     data = _read_yaml(path)

@@ -9,8 +9,8 @@ contrastive loss uses it to treat every matching image-caption pair in a batch a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

@@ -28,15 +28,25 @@ flattening the contour is pressed into a straight chord with a flat, shiny band 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 from scipy import ndimage
 
 from dapo.synthetic.products import Layer
-from dapo.synthetic.raster import (Grid, blend, blur, coverage, dilate, fractal_noise, hsv_color, luminance,
-                                   stroke, value_noise)
+from dapo.synthetic.raster import (
+    Grid,
+    blend,
+    blur,
+    coverage,
+    dilate,
+    fractal_noise,
+    hsv_color,
+    luminance,
+    stroke,
+    value_noise,
+)
 
 
 class DefectPlacementError(RuntimeError):

@@ -7,8 +7,8 @@ seed fixes every image of a world or a pretraining corpus (see :func:`make_rng`)
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

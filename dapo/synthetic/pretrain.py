@@ -54,8 +54,20 @@ from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
 from dapo.synthetic.captions import CaptionPolicy, exact_caption, product_words, sample_caption
-from dapo.synthetic.corpus import (DEFECT_ORDER, IGNORE, TEXT_STREAM, CorpusSpec, View, collate_views, full_view,
-                                   local_views, positive_matrix, sample_image, state_index, to_tensor)
+from dapo.synthetic.corpus import (
+    DEFECT_ORDER,
+    IGNORE,
+    TEXT_STREAM,
+    CorpusSpec,
+    View,
+    collate_views,
+    full_view,
+    local_views,
+    positive_matrix,
+    sample_image,
+    state_index,
+    to_tensor,
+)
 from dapo.synthetic.generator import applicable_defects, make_rng
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"

@@ -8,13 +8,24 @@ reveals. Lighting, background and sensor noise are added later by the generator.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
-from dapo.synthetic.raster import (Grid, blend, coverage, fractal_noise, hsv_color, sdf_box, sdf_circle,
-                                   sdf_polygon_regular, sdf_polyline, to_local, value_noise)
+from dapo.synthetic.raster import (
+    Grid,
+    blend,
+    coverage,
+    fractal_noise,
+    hsv_color,
+    sdf_box,
+    sdf_circle,
+    sdf_polygon_regular,
+    sdf_polyline,
+    to_local,
+    value_noise,
+)
 
 
 @dataclass

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from tqdm.auto import tqdm
 
