@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROFILE ?= synthetic
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-notebooks reproduce benchmarks clean-venv
+.PHONY: venv test test-notebooks nbval-refs reproduce benchmarks clean-venv
 
 venv: $(STAMP)
 
@@ -15,15 +15,25 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-## Unit tests, then every notebook at smoke size.
+## Unit tests (the paper path on tiny official trees included), then every notebook under nbval.
 test: venv
 	$(PY) -m pytest -q tests
 	$(MAKE) test-notebooks
 
+# nbval executes each committed reference tests/notebooks/NN_*.ipynb (an executed smoke-size
+# notebook, papermill's parameters included) once, in order, from an empty results/smoke, and
+# compares every text output with the reference after tests/nbval_sanitize.cfg. Progress bars
+# are off (TQDM_DISABLE=1): what they print depends on whether data and checkpoints exist.
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1800
 test-notebooks: venv
-	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
-	  $(PY) -m dapo.run_notebooks --smoke; \
-	else echo "no notebooks yet"; fi
+	rm -rf results/smoke figures/smoke
+	TQDM_DISABLE=1 $(PY) -m pytest -q -p no:cacheprovider $(NBVAL) tests/notebooks
+
+## Regenerate the nbval references on purpose (after a change that alters an output): every
+## notebooks/NN_*.ipynb at smoke size, in order, from an empty results/smoke, fp32 pinned.
+nbval-refs: venv
+	rm -rf results/smoke figures/smoke tests/notebooks
+	TQDM_DISABLE=1 $(PY) -m dapo.run_notebooks --smoke --references tests/notebooks -p precision fp32
 
 ## Execute the notebooks in order with papermill (synthetic profile by default).
 reproduce: venv
