@@ -22,8 +22,10 @@ test: venv
 
 # nbval executes each committed reference tests/notebooks/NN_*.ipynb (an executed smoke-size
 # notebook, papermill's parameters included) once, in order, from an empty results/smoke, and
-# compares every text output with the reference after tests/nbval_sanitize.cfg. Progress bars
-# are off (TQDM_DISABLE=1): what they print depends on whether data and checkpoints exist.
+# compares every text output with the reference after tests/nbval_sanitize.cfg (progress bars:
+# their final line, without timings). TQDM_DISABLE=1 silences the bars that appear only when
+# the synthetic worlds are missing (data/ persists); training and evaluation bars stay, the same
+# in every run that starts from an empty results/smoke.
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1800
 test-notebooks: venv
 	rm -rf results/smoke figures/smoke
