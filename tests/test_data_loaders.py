@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from official_trees import HEIGHT, REGIONS, SIZE, SMALL_REGIONS, TREES, WIDTH, _colour, _images, write_official_trees
 from PIL import Image
 
 from dapo.data import (
@@ -23,64 +24,10 @@ from dapo.data import (
 )
 from dapo.data.knowledge import product_key
 
-HEIGHT, WIDTH, SIZE = 24, 36, 12
-# region of the i-th defect of an image, at full size and at the model size SIZE
-REGIONS = [(slice(0, 12), slice(0, 36)), (slice(12, 24), slice(18, 36))]
-SMALL_REGIONS = [(slice(0, 6), slice(0, 12)), (slice(6, 12), slice(6, 12))]
-
-# dataset -> product folder -> anomalous test images (native labels); each product also
-# gets one good train image and one good test image
-TREES = {
-    "mvtec": {
-        "cable": [("bent_wire",), ("cut_inner_insulation",), ("bent_wire", "missing_wire")],
-        "bottle": [("broken_large",), ("contamination",)],
-    },
-    "mpdd": {"bracket_brown": [("bend_and_parts_mismatch",), ("parts_mismatch",)], "tubes": [("anomalous",)]},
-    "mad_sim": {"01Gorilla": [("Burrs",), ("Stains",)], "02Unicorn": [("Missing",)]},
-    "mad_real": {"Bear": [("Stains",)], "Pig": [("Missing",)]},
-    "visa": {
-        "pcb4": [("burnt",), ("burnt", "dirt")],
-        "candle": [("weird candle wick",), ("different colour spot", "chunk of wax missing")],
-    },
-    "real_iad": {"audiojack": [("BX",), ("HS",)], "mint": [("YW",)]},
-}
-
-
-def _colour(index: int) -> int:
-    return 40 + 20 * index
-
-
-def _images(spec: dict[str, list[tuple[str, ...]]]) -> list[LayoutImage]:
-    images, index = [], 0
-    for product, anomalies in spec.items():
-        for split in ("train", "test"):
-            image = np.full((HEIGHT, WIDTH, 3), _colour(index), np.uint8)
-            images.append(LayoutImage(product, split, (), image, None, name=f"g{index}"))
-            index += 1
-        for defects in anomalies:
-            masks = {}
-            for label, (rows, cols) in zip(defects, REGIONS):
-                masks[label] = np.zeros((HEIGHT, WIDTH), bool)
-                masks[label][rows, cols] = True
-            image = np.full((HEIGHT, WIDTH, 3), _colour(index), np.uint8)
-            images.append(LayoutImage(product, "test", defects, image, masks, name=f"a{index}"))
-            index += 1
-    return images
-
-
-def _mask_ids(name: str) -> dict[str, dict[str, int]] | None:
-    if name != "visa":
-        return None
-    knowledge = load_knowledge("visa")
-    return {product: knowledge.mask_ids(product) for product in TREES["visa"]}
-
 
 @pytest.fixture(scope="module")
 def roots(tmp_path_factory) -> dict[str, Path]:
-    base = tmp_path_factory.mktemp("trees")
-    return {
-        name: write_tree(name, base / name, _images(spec), mask_ids=_mask_ids(name)) for name, spec in TREES.items()
-    }
+    return write_official_trees(tmp_path_factory.mktemp("trees"))
 
 
 def _spec_by_stem(name: str) -> dict[str, LayoutImage]:

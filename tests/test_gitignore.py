@@ -1,0 +1,26 @@
+"""Only the headline checkpoints (each method's default setting) can be committed; optimizer
+states, evaluation caches and sweep settings stay out of git."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from dapo.paths import REPO_ROOT
+
+RUN = "results/synthetic/checkpoints"
+KEPT = [f"{RUN}/dapo/default/seed0/epoch_002.safetensors", f"{RUN}/multiads/default/seed1/loss_history.csv",
+        f"{RUN}/dapo/default/seed0/config.json"]
+IGNORED = [f"{RUN}/dapo/default/seed0/optimizer_state_epoch_002.pt",
+           f"{RUN}/dapo/default/seed0/evaluations/binary-epoch_002-0123456789ab.csv",
+           f"{RUN}/dapo/lam=8/seed1/epoch_002.safetensors", f"{RUN}/dapo/n_ctx=4-d1e2f3/seed0/config.json",
+           "results/smoke/table1_multitype.csv", "data/synthetic/x.png"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="not a git checkout")
+@pytest.mark.parametrize("path,ignored", [(p, False) for p in KEPT] + [(p, True) for p in IGNORED])
+def test_ignored(path, ignored):
+    result = subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO_ROOT)
+    assert result.returncode == (0 if ignored else 1), f"{path}: expected {'ignored' if ignored else 'kept'}"
