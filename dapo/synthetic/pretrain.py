@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from dapo.precision import autocast, resolve_device
 from dapo.synthetic.captions import CaptionPolicy, exact_caption, product_words, sample_caption
 from dapo.synthetic.corpus import (
     DEFECT_ORDER,
@@ -85,7 +86,8 @@ class PretrainConfig:
     decay to ``min_lr_ratio * lr``. Stage 2 (text tower): ``text_steps`` steps at peak
     ``text_lr``, same shape of schedule; ``text_tunes_last_block``: the text stage also trains
     the last vision block and ``ln_post`` (False: LiT's locked tower). ``precision``:
-    ``"bf16"`` autocast (fast on CPUs with AVX-512-BF16/AMX and on GPUs) or ``"fp32"``.
+    ``"bf16"`` autocast (fast on CPUs with AVX-512-BF16/AMX and on GPUs), ``"fp32"``, or
+    ``"auto"`` (the machine decides; :mod:`dapo.precision`, as are ``device`` and the autocast).
     ``threads``: CPU threads (2 = the project's reference machine).
     """
 
@@ -360,12 +362,6 @@ def state_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_
     return F.cross_entropy(logits, torch.tensor(targets, device=image_features.device))
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def save_compact_weights(model: torch.nn.Module, path: str | Path, metadata: dict | None = None) -> Path:
     """Save the state dict in fp16 safetensors (what ``open_clip.create_model`` loads)."""
     path = Path(path)
@@ -383,12 +379,6 @@ def _append_csv(path: Path, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be 'bf16' or 'fp32', got {precision!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def _by_size(views: list[View]) -> list[list[View]]:
@@ -431,7 +421,7 @@ def image_step_loader(config: PretrainConfig, start: int, workers: int) -> torch
 def _image_step(model, heads, tap, ordered: list[list[View]], config: PretrainConfig, device, class_weights) -> dict:
     """Losses of one image-tower step (stage 1) on its views grouped by size."""
     embeddings, patch_logits, labels = [], [], []
-    with _autocast(device, config.precision):
+    with autocast(device, config.precision):
         for group in ordered:
             batch = collate_views(group)
             embeddings.append(encode_views(model.visual, batch["images"].to(device), batch["offsets"].to(device)))
@@ -471,7 +461,7 @@ def locked_features(model, images: list[np.ndarray], batch_size: int = 64, devic
     for start in range(0, len(images), batch_size):
         pixels = torch.stack([to_tensor(image) for image in images[start:start + batch_size]]).to(device)
         offsets = torch.zeros(len(pixels), 2, dtype=torch.long, device=device)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             if before_last_block:
                 chunks.append(view_tokens(model.visual, pixels, offsets, depth=-1).float())
             else:
@@ -501,11 +491,11 @@ def _text_step(model, images: LockedImages, step: int, tokenizer, config: Pretra
     defects = [images.defects[i] for i in index]
     captions, keys = zip(*(sample_caption(rng, p, d, config.corpus.captions) for p, d in zip(products, defects)))
     texts, scored, candidates, targets = state_texts(rng, products, defects, config.corpus.captions)
-    with _autocast(device, config.precision):
+    with autocast(device, config.precision):
         text = model.encode_text(tokenizer(list(captions) + texts).to(device), normalize=True).float()
     features = images.features[torch.as_tensor(index, device=device)]
     if config.text_tunes_last_block:
-        with _autocast(device, config.precision):
+        with autocast(device, config.precision):
             features = last_block_class_token(model.visual, features).float()
     image = F.normalize(features @ model.visual.proj.float(), dim=-1)
     scale = model.logit_scale.exp()
