@@ -1,0 +1,50 @@
+"""The settings of the compact-CLIP pretraining (:mod:`dapo.synthetic.pretrain`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dapo.synthetic.corpus import CorpusSpec
+
+
+@dataclass
+class PretrainConfig:
+    """Hyperparameters of the two-stage pretraining (:mod:`dapo.synthetic.pretrain`).
+
+    Stage 1 (image tower): ``image_steps`` steps at peak ``lr`` after ``warmup_steps``, cosine
+    decay to ``min_lr_ratio * lr``. Stage 2 (text tower): ``text_steps`` steps at peak
+    ``text_lr``, same shape of schedule; ``text_tunes_last_block``: the text stage also trains
+    the last vision block and ``ln_post`` (False: LiT's locked tower). ``precision``:
+    ``"bf16"`` autocast (fast on CPUs with AVX-512-BF16/AMX and on GPUs), ``"fp32"``, or
+    ``"auto"`` (the machine decides; :mod:`dapo.precision`, as are ``device`` and the autocast).
+    ``threads``: CPU threads (2 = the project's reference machine).
+    """
+
+    seed: int = 0
+    image_steps: int = 3200
+    full_per_step: int = 16
+    local_images_per_step: int = 16
+    lr: float = 1e-3
+    warmup_steps: int = 30
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float = 1.0
+    aux_layer: int = 4
+    dense_weight: float = 1.0
+    text_steps: int = 500
+    text_images: int = 16000
+    text_batch: int = 256
+    text_lr: float = 1e-3
+    state_weight: float = 1.0
+    text_tunes_last_block: bool = True
+    init: str = "mimetic"
+    precision: str = "bf16"
+    threads: int = 2
+    device: str = "auto"
+    checkpoint_every: int = 100
+    corpus: CorpusSpec = field(default_factory=CorpusSpec)
+
+    @property
+    def steps(self) -> int:
+        return self.image_steps + self.text_steps
