@@ -9,25 +9,23 @@ patches a view shows.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import open_clip
 import torch
 
+from dapo.backbone import ASSETS_DIR, register_asset_configs
 from dapo.precision import autocast
 from dapo.synthetic.corpus import to_tensor
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
 COMPACT_MODEL = "dapo-compact"
 COMPACT_CONFIG = ASSETS_DIR / f"{COMPACT_MODEL}.json"
 COMPACT_WEIGHTS = ASSETS_DIR / f"{COMPACT_MODEL}.safetensors"
 
 
 def register_compact_config() -> None:
-    """Make ``dapo-compact`` known to OpenCLIP (idempotent)."""
-    if COMPACT_MODEL not in open_clip.list_models():
-        open_clip.add_model_config(COMPACT_CONFIG)
+    """Make ``dapo-compact`` known to OpenCLIP (idempotent; :func:`dapo.backbone.register_asset_configs`)."""
+    if COMPACT_MODEL not in register_asset_configs():
+        raise FileNotFoundError(f"{COMPACT_CONFIG} is missing or not an OpenCLIP model config")
 
 
 def sincos_positions(grid: int, width: int) -> torch.Tensor:

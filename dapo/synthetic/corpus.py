@@ -7,7 +7,7 @@ the whole-image embedding. A view carries its offset on the patch grid, so the m
 the positional embeddings of exactly the patches it sees.
 
 Each view also carries per-patch defect labels (for the auxiliary dense loss of
-:mod:`dapo.synthetic.pretrain`): 0 for a defect-free patch, ``1 + k`` for defect type
+:mod:`dapo.synthetic.pretrain_losses`): 0 for a defect-free patch, ``1 + k`` for defect type
 ``DEFECT_ORDER[k]`` covering at least ``label_threshold`` of the patch, and ``IGNORE`` for
 patches touched by a defect more thinly.
 
