@@ -3,7 +3,9 @@
 ``resolve_device("auto")`` picks CUDA when present, else the CPU. ``resolve_precision("auto",
 device)`` picks bf16 on CUDA and on CPUs with native bf16 arithmetic (AVX-512-BF16 or AMX,
 where a bf16 GEMM runs many times faster than fp32), fp32 elsewhere. :func:`autocast` is the
-matching context manager. Losses and learned parameters stay fp32 whatever the precision.
+matching context manager. The environment variable ``DAPO_AUTO_PRECISION`` (``fp32`` or
+``bf16``) fixes what ``"auto"`` means on this machine (`make test-notebooks` sets ``fp32`` so that
+the nbval references compare alike on every CPU). Losses and learned parameters stay fp32 whatever the precision.
 Training (:mod:`dapo.train`), inference (:mod:`dapo.inference`) and the compact-CLIP
 pretraining (:mod:`dapo.synthetic`) all use these functions.
 """
@@ -11,6 +13,7 @@ pretraining (:mod:`dapo.synthetic`) all use these functions.
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -55,6 +58,11 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
     if precision != "auto":
         return precision
+    forced = os.environ.get("DAPO_AUTO_PRECISION")
+    if forced:
+        if forced not in ("fp32", "bf16"):
+            raise ValueError(f"DAPO_AUTO_PRECISION={forced!r}: expected 'fp32' or 'bf16'")
+        return forced
     device = torch.device(device)
     if device.type == "cuda":
         return "bf16"

@@ -108,3 +108,16 @@ def test_predictor_precision_resolves_and_bf16_agrees_with_fp32(tiny_backbone, i
         assert float((half[key] - full[key]).abs().max()) <= SCORE_TOLERANCE, key
     with pytest.raises(ValueError, match="precision="):
         Predictor(model, vocabulary, precision="half")
+
+
+def test_the_environment_fixes_what_auto_means(monkeypatch):
+    from dapo.precision import resolve_precision
+
+    monkeypatch.setenv("DAPO_AUTO_PRECISION", "fp32")
+    assert resolve_precision("auto", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cpu") == "bf16"          # an explicit choice still wins
+    monkeypatch.setenv("DAPO_AUTO_PRECISION", "bf16")
+    assert resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv("DAPO_AUTO_PRECISION", "fp16")
+    with pytest.raises(ValueError, match="DAPO_AUTO_PRECISION='fp16'"):
+        resolve_precision("auto", "cpu")
