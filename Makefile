@@ -31,8 +31,9 @@ test: venv lint
 # the synthetic worlds are missing (data/ persists); training and evaluation bars stay, the same
 # in every run that starts from an empty results/smoke.
 # The references are compared digit for digit, so every machine must compute them alike: fp32 is
-# pinned in them (and for every `auto` inside them), and these variables hold torch, MKL, oneDNN and NumPy to their AVX2 code paths
-# and two threads, whatever the CPU offers beyond (AVX-512, AMX summation orders differ).
+# pinned in them (and for every `auto` inside them), and these variables hold torch, MKL, oneDNN
+# and NumPy to their AVX2 code paths and two threads, whatever the CPU offers beyond (AVX-512 and
+# AMX sum in other orders).
 SAME_NUMERICS := DAPO_AUTO_PRECISION=fp32 ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
 	NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" OMP_NUM_THREADS=2 MKL_NUM_THREADS=2
 NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 1800

@@ -46,7 +46,7 @@ def write_reference(executed: str | Path, dest_dir: str | Path) -> Path:
             if data:
                 for key in [k for k in data if k.startswith("image/")]:
                     del data[key]
-                if "text/plain" not in data and not data:
+                if not data:
                     data["text/plain"] = ""
     dest = Path(dest_dir) / Path(executed).name
     dest.parent.mkdir(parents=True, exist_ok=True)
