@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from dapo.paths import figures_dir as default_figures_dir
 from dapo.paths import results_dir
-from dapo.precision import resolve_device, resolve_precision
+from dapo.precision import resolve_device, resolve_precision, set_run_precision
 from dapo.profiles import ProfileConfig, resolve_profile
 from dapo.reporting import Provenance, save_figure, save_table, write_provenance
 
@@ -88,7 +88,8 @@ def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0,
               params: dict | None = None) -> Run:
     """Validate the parameters, resolve and check the profile (a 'paper' run with missing data or
     weights stops here with one message listing what to provide), make sure the datasets exist
-    (``prepare``) and seed everything. Writes nothing under ``results/`` yet."""
+    (``prepare``) and seed everything. From here on ``precision="auto"`` means the run's precision
+    (:func:`dapo.precision.set_run_precision`). Writes nothing under ``results/`` yet."""
     from dapo.parameters import validate
 
     values = validate("", dict(profile=profile, smoke=smoke, seed=seed, data_root=data_root,
@@ -101,6 +102,7 @@ def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0,
                           train_dataset=train_dataset, target_datasets=target_datasets)
     dev = resolve_device(device)
     resolved_precision = resolve_precision(precision, dev)
+    set_run_precision(resolved_precision)
     torch.manual_seed(seed)
     prov = Provenance.create(profile, seed, cfg.backbone, cfg.pretrained, smoke, resolved_precision)
     out_dir = Path(output_dir) if output_dir else results_dir(profile, smoke)
@@ -110,14 +112,16 @@ def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0,
     return Run(cfg, prov, seed, dev, resolved_precision, out_dir, fig_dir, notebook, {**values, **(params or {})})
 
 
-def start_notebook(notebook: str, namespace: Mapping[str, Any]) -> Run:
-    """:func:`start_run` for a notebook: its parameters are read from ``namespace`` (``globals()``)
-    and checked against the notebook's definition in :mod:`dapo.parameters`."""
+def start_notebook(notebook: str, namespace: MutableMapping[str, Any]) -> Run:
+    """:func:`start_run` for a notebook: its parameters are read from ``namespace`` (``globals()``),
+    checked against the notebook's definition in :mod:`dapo.parameters` and written back checked
+    (a list that ``papermill -p`` passed as text becomes the list the later cells use)."""
     import pandas as pd
 
     from dapo.parameters import COMMON, from_namespace
 
     values = from_namespace(notebook, namespace)
+    namespace.update(values)
     common = {p.name: values[p.name] for p in COMMON}
     warnings.filterwarnings("ignore", message=".*initialized randomly.*")
     pd.set_option("display.precision", 1)

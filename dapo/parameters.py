@@ -313,8 +313,21 @@ def validate(notebook: str, values: Mapping[str, Any]) -> dict[str, Any]:
         raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}; known: {', '.join(params)}")
     checked = {}
     for name, param in params.items():
-        checked[name] = param.check(name, values.get(name, param.default))
+        checked[name] = param.check(name, _from_text(param, values.get(name, param.default)))
     return checked
+
+
+def _from_text(param: Parameter, value: Any) -> Any:
+    """``papermill -p seeds "[0, 1]"`` passes a list (or dict) as its text: read such text as the
+    Python literal it spells for a parameter whose default is not a string; other text is left
+    for the parameter's check to judge."""
+    if not isinstance(value, str) or isinstance(param.default, str):
+        return value
+    try:
+        parsed = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return value
+    return parsed if isinstance(parsed, (list, tuple, dict)) else value
 
 
 def injected_names(history: list[str] | None) -> set[str]:

@@ -5,7 +5,10 @@ device)`` picks bf16 on CUDA and on CPUs with native bf16 arithmetic (AVX-512-BF
 where a bf16 GEMM runs many times faster than fp32), fp32 elsewhere. :func:`autocast` is the
 matching context manager. The environment variable ``DAPO_AUTO_PRECISION`` (``fp32`` or
 ``bf16``) fixes what ``"auto"`` means on this machine (`make test-notebooks` sets ``fp32`` so that
-the nbval references compare alike on every CPU). Losses and learned parameters stay fp32 whatever the precision.
+the nbval references compare alike on every CPU). A run (:func:`dapo.experiments.start_run`, every
+notebook) calls :func:`set_run_precision`, so that ``"auto"`` then means the run's precision in every
+training and evaluation it makes, the one its tables are stamped with. Losses and learned
+parameters stay fp32 whatever the precision.
 Training (:mod:`dapo.train`), inference (:mod:`dapo.inference`) and the compact-CLIP
 pretraining (:mod:`dapo.synthetic`) all use these functions.
 """
@@ -18,6 +21,7 @@ import os
 import torch
 
 PRECISIONS = ("auto", "fp32", "bf16")
+_run_precision: str | None = None  # what "auto" means for the rest of this process (set_run_precision)
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -58,6 +62,8 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
         raise ValueError(f"precision={precision!r}: expected one of {PRECISIONS}")
     if precision != "auto":
         return precision
+    if _run_precision is not None:
+        return _run_precision
     forced = os.environ.get("DAPO_AUTO_PRECISION")
     if forced:
         if forced not in ("fp32", "bf16"):
@@ -69,6 +75,15 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return "bf16"
     return "fp32"
+
+
+def set_run_precision(precision: str | None) -> None:
+    """Make ``"auto"`` resolve to ``precision`` (``"fp32"`` or ``"bf16"``) from now on in this
+    process; ``None`` restores the machine's choice. Explicit ``"fp32"``/``"bf16"`` arguments win."""
+    global _run_precision
+    if precision not in (None, "fp32", "bf16"):
+        raise ValueError(f"precision={precision!r}: expected 'fp32', 'bf16' or None")
+    _run_precision = precision
 
 
 def compute_dtype(tensor: torch.Tensor) -> torch.dtype:

@@ -86,10 +86,15 @@ def multitype_on(datasets: Mapping[str, Any], *, device: str = "auto", name: str
 
 
 def _cached(evaluation: Evaluation, checkpoint: Path, model) -> pd.DataFrame:
+    """``evaluation(model)``, stored beside ``checkpoint`` under its name, the checkpoint's hash and
+    the precision ``"auto"`` means now (an fp32 run never reads a bf16 run's numbers)."""
     from dapo.backbone import file_sha256
+    from dapo.precision import resolve_precision
 
     safe = evaluation.name.replace("/", "_")
-    path = checkpoint.parent / "evaluations" / f"{safe}-{checkpoint.stem}-{file_sha256(checkpoint)[:12]}.csv"
+    precision = resolve_precision("auto", model.device)
+    path = (checkpoint.parent / "evaluations" /
+            f"{safe}-{checkpoint.stem}-{precision}-{file_sha256(checkpoint)[:12]}.csv")
     if path.is_file():
         return pd.read_csv(path)
     from dapo.atomic import atomic_path

@@ -24,6 +24,17 @@ TEST_PROMPTS = {
 }
 
 
+@pytest.fixture(autouse=True)
+def _machine_precision():
+    """A run fixes what precision "auto" means for the process (start_run); each test starts
+    and ends with the machine's choice."""
+    from dapo.precision import set_run_precision
+
+    set_run_precision(None)
+    yield
+    set_run_precision(None)
+
+
 @pytest.fixture(scope="session")
 def tiny_config() -> dict:
     """The tiny OpenCLIP model config (a fresh copy)."""

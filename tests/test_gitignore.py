@@ -16,6 +16,7 @@ KEPT = [f"{RUN}/dapo/default/seed0/epoch_002.safetensors", f"{RUN}/multiads/defa
 IGNORED = [f"{RUN}/dapo/default/seed0/optimizer_state_epoch_002.pt",
            f"{RUN}/dapo/default/seed0/evaluations/binary-epoch_002-0123456789ab.csv",
            f"{RUN}/dapo/lam=8/seed1/epoch_002.safetensors", f"{RUN}/dapo/n_ctx=4-d1e2f3/seed0/config.json",
+           "results/synthetic/trained_on_synthetic_target/checkpoints/dapo/default/seed0/epoch_002.safetensors",
            "results/smoke/table1_multitype.csv", "data/synthetic/x.png"]
 
 

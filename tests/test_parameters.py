@@ -102,6 +102,28 @@ def test_seed_lists_and_sweep_grids_are_checked_field_by_field():
         sweep_grid("grid", {"lam": 4})
 
 
+def test_lists_given_as_text_on_the_papermill_command_line_are_read_as_literals():
+    # papermill -p passes "[0, 1]" as a string; -y would pass a list
+    assert validate("03_multitype", {"seeds": "[0, 1]"})["seeds"] == [0, 1]
+    assert validate("03_multitype", {"target_datasets": "['synthetic_mpdd']"})["target_datasets"] == ["synthetic_mpdd"]
+    assert validate("06_ablation_lambda_length", {"lam_values": "(1, 4.0)"})["lam_values"] == [1, 4.0]
+    assert validate("03_multitype", {"train_dataset": "synthetic_target"})["train_dataset"] == "synthetic_target"
+    with pytest.raises(ParameterError, match=r"seeds='\[0,'"):
+        validate("03_multitype", {"seeds": "[0,"})
+    with pytest.raises(ParameterError, match="seeds='7'"):
+        validate("03_multitype", {"seeds": "7"})
+
+
+def test_start_notebook_hands_the_checked_values_to_the_later_cells(monkeypatch):
+    import dapo.experiments as experiments
+
+    monkeypatch.setattr(experiments, "start_run", lambda **kwargs: kwargs)
+    namespace = {"seeds": "[1, 2]", "smoke": True}
+    run = experiments.start_notebook("03_multitype", namespace)
+    assert namespace["seeds"] == [1, 2] and run["params"]["seeds"] == [1, 2]
+    assert namespace["epochs"] is None  # defaults are filled in too
+
+
 def test_common_parameters_are_documented_in_the_readme():
     readme = (REPO_ROOT / "README.md").read_text()
     missing = [p.name for p in COMMON if f"`{p.name}`" not in readme]

@@ -121,3 +121,24 @@ def test_the_environment_fixes_what_auto_means(monkeypatch):
     monkeypatch.setenv("DAPO_AUTO_PRECISION", "fp16")
     with pytest.raises(ValueError, match="DAPO_AUTO_PRECISION='fp16'"):
         resolve_precision("auto", "cpu")
+
+
+def test_a_run_makes_auto_mean_its_own_precision_in_every_later_call(monkeypatch):
+    """A notebook started with -p precision fp32 on a bf16 CPU evaluates in fp32 too, even where a
+    call leaves precision at "auto" (the bug: evaluations ran in bf16 under an fp32 stamp)."""
+    import dapo.precision as precision
+    from dapo.experiments import start_run
+
+    monkeypatch.delenv("DAPO_AUTO_PRECISION", raising=False)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    run = start_run("synthetic", smoke=True, device="cpu", precision="fp32", prepare=False)
+    assert run.precision == "fp32" and run.prov.precision == "fp32"
+    assert precision.resolve_precision("auto", "cpu") == "fp32"
+    assert precision.resolve_precision("bf16", "cpu") == "bf16"  # an explicit argument still wins
+    with torch.no_grad(), precision.autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    precision.set_run_precision(None)
+    assert precision.resolve_precision("auto", "cpu") == "bf16"
+    with pytest.raises(ValueError, match="precision='half'"):
+        precision.set_run_precision("half")

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dapo.experiments import checkpoint_dir, non_default, open_profile_dataset, setting_name, train_or_load
+from dapo.precision import resolve_precision, set_run_precision
 from dapo.profiles import resolve_profile
 from dapo.sweep import Evaluation, binary_on, grid_settings, mean_std, sweep
 from dapo.synthetic.worlds import write_world
@@ -101,6 +102,9 @@ def test_sweep_returns_a_tidy_table_and_caches_evaluations(cfg, tiny_backbone, t
     again = sweep(cfg, "dapo", tmp_path, **kwargs)
     assert calls == [1.0, 4.0], "a second sweep must read the cached evaluations"
     pd.testing.assert_frame_equal(table, again)
+    set_run_precision("bf16" if resolve_precision("auto", "cpu") == "fp32" else "fp32")
+    sweep(cfg, "dapo", tmp_path, **kwargs)
+    assert calls == [1.0, 4.0] * 2, "another precision must not read the cached evaluations"
     summary = mean_std(table, ["lam", "dataset", "metric"])
     assert set(summary.columns) == {"lam", "dataset", "metric", "mean", "std", "n"} and (summary["n"] == 1).all()
 
