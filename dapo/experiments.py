@@ -101,6 +101,7 @@ def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0,
                           backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, epochs=epochs,
                           train_dataset=train_dataset, target_datasets=target_datasets)
     dev = resolve_device(device)
+    set_run_precision(None)  # a new run: "auto" is the machine's choice again, not the last run's
     resolved_precision = resolve_precision(precision, dev)
     set_run_precision(resolved_precision)
     torch.manual_seed(seed)

@@ -138,6 +138,7 @@ def test_a_run_makes_auto_mean_its_own_precision_in_every_later_call(monkeypatch
     assert precision.resolve_precision("bf16", "cpu") == "bf16"  # an explicit argument still wins
     with torch.no_grad(), precision.autocast("cpu"):
         assert not torch.is_autocast_enabled("cpu")
+    assert start_run("synthetic", smoke=True, device="cpu", prepare=False).precision == "bf16"  # not the last run's
     precision.set_run_precision(None)
     assert precision.resolve_precision("auto", "cpu") == "bf16"
     with pytest.raises(ValueError, match="precision='half'"):
