@@ -15,7 +15,6 @@ Evaluation runs product by product (MultiADS/DAPO protocol).
 
 from __future__ import annotations
 
-import re
 import warnings
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -26,21 +25,22 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from dapo import ledger
+from dapo.checkpoint_store import DEFAULT_SETTING, checkpoint_dir, setting_name  # noqa: F401 (re-exported)
+from dapo.ledger import record_model
 from dapo.paths import figures_dir as default_figures_dir
 from dapo.paths import results_dir
 from dapo.precision import resolve_device, resolve_precision, set_run_precision
 from dapo.profiles import ProfileConfig, resolve_profile
 from dapo.reporting import Provenance, save_figure, save_table, write_provenance
 
-DEFAULT_SETTING = "default"
-
 
 @dataclass
 class Run:
     """One notebook's run: its profile, parameters, provenance and output folders.
 
-    Nothing is written until the first table or figure is saved (then ``provenance.json`` too),
-    so a run that stops in its checks leaves ``results/`` as it was.
+    Nothing is written until the first table or figure is saved (then ``provenance.json`` too,
+    updated at every save), so a run that stops in its checks leaves ``results/`` as it was.
     """
 
     cfg: ProfileConfig
@@ -52,22 +52,33 @@ class Run:
     fig_dir: Path
     notebook: str = "api"
     params: dict = field(default_factory=dict)
-    _recorded: bool = False
 
-    def _record(self) -> None:
-        if not self._recorded:
-            write_provenance(self.out_dir, self.prov, self.notebook, run=self.cfg.describe())
-            self._recorded = True
+    def stamp(self, table=None) -> Provenance:
+        """The run's provenance as of now: the seeds of ``table``'s own ``seed`` column, else of
+        every model the run used (:mod:`dapo.ledger`), and the precisions they were trained in."""
+        import dataclasses
+
+        from dapo import ledger
+
+        seeds = ledger.seeds()
+        if table is not None and "seed" in getattr(table, "columns", ()):
+            seeds = tuple(sorted({int(s) for s in table["seed"]}))
+        return dataclasses.replace(self.prov, seeds=seeds, train_precision="+".join(ledger.training_precisions()))
+
+    def _record(self, prov: Provenance) -> None:
+        write_provenance(self.out_dir, prov, self.notebook, run=self.cfg.describe())
 
     def table(self, df, name: str, caption: str = "", **kwargs) -> Path:
         """Save a table as CSV + Markdown under the run's results folder."""
-        self._record()
-        return save_table(df, name, self.out_dir, self.prov, caption, **kwargs)
+        prov = self.stamp(df)
+        self._record(prov)
+        return save_table(df, name, self.out_dir, prov, caption, **kwargs)
 
     def figure(self, fig, name: str) -> Path:
         """Save a figure as PNG (with the provenance footer) under the run's figures folder."""
-        self._record()
-        return save_figure(fig, name, self.fig_dir, self.prov)
+        prov = self.stamp()
+        self._record(prov)
+        return save_figure(fig, name, self.fig_dir, prov)
 
     @property
     def epochs(self) -> int | None:
@@ -102,6 +113,7 @@ def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0,
                           train_dataset=train_dataset, target_datasets=target_datasets)
     dev = resolve_device(device)
     set_run_precision(None)  # a new run: "auto" is the machine's choice again, not the last run's
+    ledger.reset()
     resolved_precision = resolve_precision(precision, dev)
     set_run_precision(resolved_precision)
     torch.manual_seed(seed)
@@ -172,29 +184,6 @@ def load_profile_backbone(cfg: ProfileConfig, device: torch.device | str = "auto
 # ----------------------------------------------------------------------------- checkpoints
 
 
-MAX_SETTING_NAME = 96
-
-
-def setting_name(overrides: Mapping[str, Any]) -> str:
-    """Folder name of a setting: ``default``, or ``key=value`` pairs sorted by key (``lam=8,n_ctx=2``);
-    a name longer than 96 characters keeps its start and ends in a hash of the whole setting."""
-    if not overrides:
-        return DEFAULT_SETTING
-    parts = []
-    for key in sorted(overrides):
-        value = overrides[key]
-        text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        parts.append(f"{key}={re.sub(r'[^A-Za-z0-9._-]+', '_', text)}")
-    name = ",".join(parts)
-    if len(name) <= MAX_SETTING_NAME:
-        return name
-    import hashlib
-    import json
-
-    digest = hashlib.sha256(json.dumps(dict(overrides), sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return f"{name[:MAX_SETTING_NAME - 18]}~{digest}"
-
-
 def non_default(method: str, setting: Mapping[str, Any]) -> dict[str, Any]:
     """The entries of ``setting`` that differ from the method's preset (the checkpoint folder's name)."""
     from dapo.baselines import preset
@@ -211,11 +200,6 @@ def _normalised(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def checkpoint_dir(run_dir: str | Path, method: str, seed: int = 0, overrides: Mapping[str, Any] | None = None) -> Path:
-    """``run_dir/checkpoints/<method>/<setting>/seed<k>``: one folder per trained configuration."""
-    return Path(run_dir) / "checkpoints" / method / setting_name(overrides or {}) / f"seed{seed}"
-
-
 def _training_data(cfg: ProfileConfig, preset):
     """The profile's training dataset opened for a recipe (multi-defect images per the recipe)."""
     dataset = open_profile_dataset(cfg, cfg.train_dataset, split="test", vocab_scope="dataset",
@@ -229,50 +213,100 @@ def _training_data(cfg: ProfileConfig, preset):
 
 def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed: int = 0,
                   epochs: int | None = None, backbone=None, device: str = "auto", precision: str = "auto",
-                  retrain: bool = False, progress: bool = True, **overrides):
+                  progress: bool = True, **overrides):
     """A trained ``method`` (a name from :mod:`dapo.baselines`) and its loss history (``None`` for
     training-free methods).
 
     ``overrides`` change fields of the method's model config or training recipe (a sweep's
     setting). ``epochs`` defaults to the profile's, else the recipe's. The checkpoint of exactly
-    that epoch is loaded when :func:`checkpoint_dir` holds one trained with the same model config,
-    recipe, vocabulary and backbone weights; a folder trained on other backbone weights is
-    retrained; a folder holding another configuration raises ``ValueError`` (pass
-    ``retrain=True`` to replace it). Otherwise training starts, or resumes from the last epoch.
+    that epoch is loaded from whichever folder of the setting and seed holds it
+    (:func:`find_checkpoint`), after checking that it was trained with the same model config,
+    recipe, vocabulary and backbone weights (``ValueError`` naming the folder otherwise).
+    Otherwise the setting's folder for that training length is trained, resumed, or started
+    from a shorter training's optimiser state (:mod:`dapo.checkpoint_store`). Nothing already
+    written is rewritten, and a second process asking for the same folder waits for the first.
     """
     from dapo.baselines import make_model
     from dapo.baselines import preset as make_preset
-    from dapo.checkpoint import epoch_path, read_metadata, same_backbone_weights
-    from dapo.train import ResumeError, check_same_run, load_history, load_trained, train, training_vocabulary
+    from dapo.checkpoint import list_checkpoints, load_trained
+    from dapo.checkpoint_store import folder_lock
+    from dapo.train import load_history, train, training_vocabulary
 
     dev = resolve_device(device)
     backbone = backbone or load_profile_backbone(cfg, dev)
+    overrides = dict(overrides)
+    epochs = epochs or overrides.pop("epochs", None)
     overrides = non_default(method, overrides)
     recipe = make_preset(method, seed=seed, **overrides)
-    epochs = epochs or cfg.epochs or recipe.training.epochs
+    profile_epochs = cfg.epochs or recipe.training.epochs
+    epochs = epochs or profile_epochs
     training = recipe.training.with_overrides(epochs=epochs, precision=precision)
     model = make_model(method, backbone, seed=seed, **_model_overrides(overrides))
     if not model.learnable_parameters():
         return model.to(dev), None  # training-free baseline (e.g. CLIP-AC)
-    folder = checkpoint_dir(run_dir, method, seed, overrides)
     dataset = _training_data(cfg, recipe)
     vocabulary = training_words(training_vocabulary(dataset), cfg.train_dataset, recipe.training)
-    target = epoch_path(folder, epochs)
-    if target.is_file() and not retrain:
-        if not same_backbone_weights(target, backbone):
-            print(f"{folder} was trained on other backbone weights than {backbone.weights}: retraining")
-            retrain = True
-        else:
-            check_same_run(read_metadata(target), model, vocabulary, training, folder)
-            return load_trained(target, backbone).to(dev), load_history(folder, epochs)
-    try:
-        result = train(model, dataset, folder, training, device=str(dev), resume=not retrain, progress=progress,
-                       vocabulary=vocabulary)
-    except ResumeError as error:
-        print(f"{error}\n-> training {method} afresh in {folder}")
-        result = train(model, dataset, folder, training, device=str(dev), resume=False, progress=progress,
-                       vocabulary=vocabulary)
+    folder = checkpoint_dir(run_dir, method, seed, overrides, None if epochs == profile_epochs else epochs)
+    with folder_lock(folder):
+        found = find_checkpoint(run_dir, method, seed, overrides, epochs, check=(model, vocabulary, training))
+        if found is not None:
+            record_model(method, seed, found)
+            return load_trained(found, backbone).to(dev), load_history(found.parent, epochs)
+        if not list_checkpoints(folder):
+            _start_from_shorter(run_dir, method, seed, overrides, folder, epochs, (model, vocabulary, training))
+        result = train(model, dataset, folder, training, device=str(dev), progress=progress, vocabulary=vocabulary)
+    record_model(method, seed, result.final)
     return model, result.history
+
+
+def find_checkpoint(run_dir: str | Path, method: str, seed: int, overrides: Mapping[str, Any], epoch: int, *,
+                    check: tuple | None = None) -> Path | None:
+    """The checkpoint of ``epoch`` from the first folder of the setting and seed that holds it
+    (:func:`dapo.checkpoint_store.sibling_folders`), or ``None``. ``check`` = ``(model, vocabulary,
+    training)`` refuses one trained with another configuration or on other backbone weights."""
+    from dapo.checkpoint import epoch_path
+    from dapo.checkpoint_store import sibling_folders
+
+    for _, folder in sibling_folders(run_dir, method, seed, overrides):
+        path = epoch_path(folder, epoch)
+        if path.is_file():
+            if check is not None:
+                _check_folder(path, *check)
+            return path
+    return None
+
+
+def _check_folder(path: Path, model, vocabulary, training) -> None:
+    from dapo.checkpoint import read_metadata, same_backbone_weights
+    from dapo.train import check_same_run
+
+    if not same_backbone_weights(path, model.backbone):
+        raise ValueError(f"{path.parent} was trained on other backbone weights than {model.backbone.weights}; "
+                         f"checkpoints are never overwritten: train into another results folder (output_dir)")
+    check_same_run(read_metadata(path), model, vocabulary, training, path.parent)
+
+
+def _start_from_shorter(run_dir, method, seed, overrides, folder: Path, epochs: int, check: tuple) -> None:
+    """Seed an empty ``folder`` from the longest shorter training of the setting that kept its
+    optimiser state (exact resume; the same weights as training from scratch), if any."""
+    from dapo.checkpoint import list_checkpoints
+    from dapo.checkpoint_store import FolderBusyError, folder_lock, seed_folder, sibling_folders
+    from dapo.train import LOSS_CSV, state_path
+
+    candidates = []
+    for _, other in sibling_folders(run_dir, method, seed, overrides):
+        resumable = [c for c in list_checkpoints(other) if c.epoch < epochs and state_path(other, c.epoch).is_file()]
+        if other != folder and resumable:
+            candidates.append((resumable[-1], other))
+    if not candidates:
+        return
+    checkpoint, source = max(candidates, key=lambda item: item[0].epoch)
+    _check_folder(checkpoint.path, *check)
+    try:
+        with folder_lock(source, wait=False):  # its optimiser state is not replaced while we copy it
+            seed_folder(folder, source, checkpoint.epoch, state_path(source, checkpoint.epoch), LOSS_CSV)
+    except FolderBusyError:
+        pass  # another process is extending it: train from scratch (the same weights)
 
 
 def _model_overrides(overrides: Mapping[str, Any]) -> dict:

@@ -132,8 +132,7 @@ def evaluate_variant(cfg, method: str, run_dir: str | Path, *, seed: int, varian
     """Evaluate ``transform(model)`` for the trained ``method`` (default setting unless
     ``overrides``) at ``epoch`` (default the profile's), cached beside its checkpoint under
     ``<evaluation>@<variant>``. Returns ``seed, epoch, dataset, metric, value`` rows."""
-    from dapo.checkpoint import epoch_path
-    from dapo.experiments import checkpoint_dir, non_default, train_or_load
+    from dapo.experiments import find_checkpoint, non_default, train_or_load
     from dapo.sweep import Evaluation, _cached
 
     overrides = non_default(method, dict(overrides or {}))
@@ -142,7 +141,7 @@ def evaluate_variant(cfg, method: str, run_dir: str | Path, *, seed: int, varian
     if history is None:
         raise ValueError(f"{method} is training-free: it has no checkpoint to evaluate a variant of")
     trained = int(history["epoch"].max())
-    path = epoch_path(checkpoint_dir(run_dir, method, seed, overrides), trained)
+    path = find_checkpoint(run_dir, method, seed, overrides, trained)
     named = Evaluation(f"{evaluate.name}@{variant}", evaluate.fn)
     return _cached(named, path, transform(model)).assign(seed=seed, epoch=trained)
 

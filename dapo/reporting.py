@@ -1,17 +1,19 @@
 """Provenance stamps, tables (CSV + Markdown) and figures for the notebooks.
 
-Every table and figure names the profile it came from, the seed, the backbone, the numeric
-precision and the git commit. CSVs carry profile, seed and backbone as columns but not the
-commit, so that the same seed regenerates byte-identical CSVs after an unrelated commit; the
-commit goes into the Markdown header, the figure footer and ``provenance.json`` (one entry per
-notebook, written when the notebook saves its first output, so a run that fails its checks
-touches nothing). Every file is written atomically (:mod:`dapo.atomic`).
+Every table and figure names the profile it came from, the seeds it aggregates, the backbone,
+the precisions it was trained and evaluated in, the thread count, the run id and the git commit.
+CSVs carry profile, seeds and backbone as columns but not the commit, run id or threads, so that
+the same seeds regenerate byte-identical CSVs after an unrelated commit; the rest goes into the
+Markdown header, the figure footer and ``provenance.json`` (one entry per notebook, rewritten at
+each output it saves, so a run that fails its checks touches nothing). Every file is written atomically (:mod:`dapo.atomic`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +43,15 @@ def git_commit(repo: str | Path | None = None) -> str:
 
 @dataclass(frozen=True)
 class Provenance:
-    """Where a number came from."""
+    """Where a number came from.
+
+    ``precision`` is the precision the run evaluates in; ``train_precision`` the precision(s) its
+    trained models were trained in (``""`` when it used none), which differ when a bf16 run
+    loads fp32 checkpoints. ``seeds`` are the training seeds of the models a table aggregates
+    (:mod:`dapo.ledger`; empty: the run's ``seed``). ``run_id`` names one execution (``make
+    reproduce`` sets one for all notebooks through ``DAPO_RUN_ID``); ``threads`` is torch's
+    thread count (bit-for-bit repeats need the same).
+    """
 
     profile: str
     seed: int
@@ -51,11 +61,25 @@ class Provenance:
     precision: str = "fp32"
     commit: str = ""
     dapo_version: str = __version__
+    run_id: str = ""
+    threads: int = 0
+    seeds: tuple[int, ...] = ()
+    train_precision: str = ""
 
     @classmethod
     def create(cls, profile: str, seed: int, backbone: str, pretrained: str, smoke: bool = False,
                precision: str = "fp32"):
-        return cls(profile, int(seed), backbone, str(pretrained), bool(smoke), precision, git_commit())
+        import torch
+
+        commit = git_commit()
+        run_id = os.environ.get("DAPO_RUN_ID") or f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{commit}"
+        return cls(profile, int(seed), backbone, str(pretrained), bool(smoke), precision, commit,
+                   run_id=run_id, threads=torch.get_num_threads())
+
+    @property
+    def seed_list(self) -> str:
+        """The seeds a table aggregates, comma-separated (``"0,1,2"``)."""
+        return ",".join(str(s) for s in (self.seeds or (self.seed,)))
 
     @property
     def label(self) -> str:
@@ -69,18 +93,20 @@ class Provenance:
 
     @property
     def footer(self) -> str:
-        return (f"profile={self.profile}{' (smoke)' if self.smoke else ''} | seed={self.seed} | "
-                f"backbone={self.backbone}/{self.pretrained} | precision={self.precision} | commit={self.commit}")
+        trained = f", trained {self.train_precision}" if self.train_precision else ""
+        return (f"profile={self.profile}{' (smoke)' if self.smoke else ''} | seeds={self.seed_list} | "
+                f"backbone={self.backbone}/{self.pretrained} | precision=eval {self.precision}{trained} | "
+                f"threads={self.threads} | run={self.run_id} | commit={self.commit}")
 
     def columns(self) -> dict:
-        """The provenance columns written into every CSV (no commit: see module docstring)."""
-        return {"profile": self.profile, "seed": self.seed, "backbone": f"{self.backbone}/{self.pretrained}"}
+        """The provenance columns written into every CSV (no commit, run id or threads: see module docstring)."""
+        return {"profile": self.profile, "seeds": self.seed_list, "backbone": f"{self.backbone}/{self.pretrained}"}
 
 
 def save_table(df: pd.DataFrame, name: str, out_dir: str | Path, prov: Provenance, caption: str = "",
                decimals: int = 1, index: bool = True, markdown: pd.DataFrame | None = None) -> Path:
-    """Write ``name.csv`` (full precision + provenance columns; one the table already has, e.g. a
-    per-seed ``seed``, is written as ``run_<name>``) and ``name.md`` (rounded, with a header;
+    """Write ``name.csv`` (full precision + provenance columns; one the table already has is
+    written as ``run_<name>``) and ``name.md`` (rounded, with a header;
     ``markdown`` replaces the rounded table, e.g. a "mean ± std" view)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,11 @@
 
 ``sweep(cfg, "dapo", run_dir, grid={"lam": [1, 4, 16]}, seeds=[0, 1, 2], evaluate=binary_on(targets))``
 trains each setting and seed through :func:`dapo.experiments.train_or_load` (one checkpoint
-folder per setting and seed, named by the setting; a folder holding another configuration is
-refused, never silently reused), so an interrupted sweep resumes where it stopped. A setting
-equal to the method's defaults shares the ``default`` folder with the notebooks' headline runs.
+folder per setting, seed and training length, named by the setting; a folder holding another
+configuration is refused, never silently reused; nothing written is rewritten), so an interrupted
+sweep resumes where it stopped. A setting equal to the method's defaults shares the ``default``
+folder with the notebooks' headline runs; each epoch is read from whichever folder of the
+setting holds it (:func:`dapo.experiments.find_checkpoint`).
 Evaluations are cached beside each checkpoint, keyed by the evaluation's name and the
 checkpoint's content hash. The result has one row per (setting, seed, epoch, dataset, metric),
 and per value of any further key an evaluation returns (``binary_on(..., per_product=True)``: ``product``).
@@ -20,7 +22,7 @@ from typing import Any
 import pandas as pd
 from tqdm.auto import tqdm
 
-from dapo.experiments import checkpoint_dir, evaluate_binary, evaluate_multitype, non_default, train_or_load
+from dapo.experiments import evaluate_binary, evaluate_multitype, find_checkpoint, non_default, train_or_load
 
 TIDY_COLUMNS = ("seed", "epoch", "dataset", "metric", "value")
 #: Further key columns an evaluation may return beside ``dataset``, kept in this order.
@@ -114,7 +116,7 @@ def sweep(cfg, method: str, run_dir: str | Path, *, grid, seeds: Sequence[int], 
     are evaluated from their own checkpoints. Returns a tidy DataFrame: the grid's fields, then
     ``seed, epoch, dataset, metric, value``.
     """
-    from dapo.checkpoint import epoch_path, load_trained
+    from dapo.checkpoint import load_trained
     from dapo.experiments import load_profile_backbone
 
     settings = grid_settings(grid)
@@ -132,9 +134,8 @@ def sweep(cfg, method: str, run_dir: str | Path, *, grid, seeds: Sequence[int], 
             if history is None:
                 raise ValueError(f"{method} is training-free: there is nothing to sweep")
             trained = int(history["epoch"].max())
-            folder = checkpoint_dir(run_dir, method, seed, overrides)
             for epoch in eval_epochs or [trained]:
-                path = epoch_path(folder, epoch)
+                path = find_checkpoint(run_dir, method, seed, overrides, epoch)
                 evaluated = model if epoch == trained else load_trained(path, backbone)
                 frame = _cached(evaluate, path, evaluated).assign(seed=seed, epoch=epoch)
                 for key in fields:

@@ -41,6 +41,7 @@ from dapo.checkpoint import (  # noqa: F401
     read_checkpoint,
     save_checkpoint,
 )
+from dapo.checkpoint_store import folder_lock
 from dapo.config import TrainConfig
 from dapo.losses import loss_terms
 from dapo.model import DAPO
@@ -52,12 +53,16 @@ STATE_FILE = "optimizer_state_epoch_{:03d}.pt"
 STATE_PATTERN = re.compile(r"optimizer_state_epoch_(\d+)\.pt$")
 LOSS_COLUMNS = ("epoch", "step", "global_step", "loss_total", "loss_global", "loss_local")
 
-__all__ = ["ResumeError", "TrainResult", "train", "training_step", "load_history", "load_trained",
+__all__ = ["CheckpointExistsError", "ResumeError", "TrainResult", "train", "training_step", "load_history", "load_trained",
            "latest_checkpoint"]
 
 
 class ResumeError(RuntimeError):
     """A run folder cannot be resumed exactly; the message says what is missing."""
+
+
+class CheckpointExistsError(ValueError):
+    """A fresh training was asked for in a folder that already holds checkpoints (never overwritten)."""
 
 
 @dataclass
@@ -131,14 +136,6 @@ def _state_files(out_dir: Path) -> dict[int, Path]:
     return {int(m.group(1)): p for m, p in found if m}
 
 
-def _clear_run(out_dir: Path) -> None:
-    for checkpoint in list_checkpoints(out_dir):
-        checkpoint.path.unlink()
-    for path in _state_files(out_dir).values():
-        path.unlink()
-    (out_dir / LOSS_CSV).unlink(missing_ok=True)
-
-
 def check_same_run(meta: dict, model: DAPO, vocabulary: tuple[str, ...], training: TrainConfig, where: Path) -> None:
     """Raise ``ValueError`` naming every difference between a checkpoint's recipe and the requested one."""
     differences = []
@@ -153,7 +150,7 @@ def check_same_run(meta: dict, model: DAPO, vocabulary: tuple[str, ...], trainin
                         if saved[k] != wanted[k]]
     if differences:
         raise ValueError(f"{where} holds checkpoints of another configuration ({'; '.join(differences)}); "
-                         f"pass resume=False to start afresh (they are removed) or choose another folder")
+                         f"checkpoints are never overwritten: train into another folder")
 
 
 def _resume(model: DAPO, optimizer: torch.optim.Optimizer, out_dir: Path, vocabulary: tuple[str, ...],
@@ -171,8 +168,8 @@ def _resume(model: DAPO, optimizer: torch.optim.Optimizer, out_dir: Path, vocabu
     state_file = state_path(out_dir, latest.epoch)
     if not state_file.is_file():
         raise ResumeError(f"{out_dir} holds {latest.path.name} but not its optimiser state {state_file.name}: "
-                          f"training cannot continue exactly from epoch {latest.epoch}; pass resume=False to "
-                          f"train afresh")
+                          f"training cannot continue exactly from epoch {latest.epoch}; checkpoints are never "
+                          f"overwritten: train into another folder (or delete this one yourself)")
     rows = _history_rows(out_dir, latest.epoch)
     load_learned(model, tensors, latest.path)
     state = torch.load(state_file, map_location=model.device, weights_only=True)
@@ -188,7 +185,7 @@ def _history_rows(out_dir: Path, epoch: int) -> list[dict]:
     missing = sorted(set(range(1, epoch + 1)) - {int(row["epoch"]) for row in rows})
     if missing:
         raise ResumeError(f"{path} lacks the loss rows of epoch(s) {missing} although {epoch_path(out_dir, epoch).name} "
-                          f"exists; pass resume=False to train afresh")
+                          f"exists; train into another folder (or delete this one yourself)")
     return rows
 
 
@@ -200,8 +197,11 @@ def train(model: DAPO, dataset: Dataset, out_dir: str | Path, training: TrainCon
     lr 1e-3, batch 8, 5 epochs); ``overrides`` change single fields (``epochs=2``).
 
     ``resume`` continues from the last completed epoch in ``out_dir`` (same configuration,
-    vocabulary and recipe required, else ``ValueError``); ``resume=False`` removes earlier
-    checkpoints there and starts afresh. ``collate_fn`` defaults to :func:`dapo.data.collate_samples`.
+    vocabulary and recipe required, else ``ValueError``); ``resume=False`` insists on a fresh
+    start and raises :class:`CheckpointExistsError` if ``out_dir`` holds checkpoints: they are
+    never rewritten or removed (:mod:`dapo.checkpoint_store`). One process trains a folder at a
+    time (:class:`~dapo.checkpoint_store.FolderBusyError` for a second one).
+    ``collate_fn`` defaults to :func:`dapo.data.collate_samples`.
     """
     training = (training or TrainConfig()).with_overrides(**overrides)
     out_dir = Path(out_dir)
@@ -213,14 +213,25 @@ def train(model: DAPO, dataset: Dataset, out_dir: str | Path, training: TrainCon
     params = list(model.learnable_parameters().values())
     if not params:
         raise ValueError(f"{model.config.name} has no learnable parameters: it needs no training")
+    with folder_lock(out_dir, wait=False):
+        return _train_locked(model, dataset, out_dir, training, device, precision, params, resume, num_workers,
+                             progress, vocabulary, collate_fn)
+
+
+def _train_locked(model, dataset, out_dir, training, device, precision, params, resume, num_workers, progress,
+                  vocabulary, collate_fn) -> TrainResult:
+    if not resume and list_checkpoints(out_dir):
+        raise CheckpointExistsError(f"{out_dir} already holds {list_checkpoints(out_dir)[-1].path.name}: checkpoints "
+                                    f"are never overwritten; train into another folder (or delete this one "
+                                    f"yourself) for a fresh start")
     torch.manual_seed(training.seed)
     optimizer = make_optimizer(params, training)
-    if not resume:
-        _clear_run(out_dir)
+    training = training.with_overrides(precision=precision)  # checkpoints record the precision actually used
     done, rows = _resume(model, optimizer, out_dir, vocabulary, training)
-    write_text(out_dir / CONFIG_JSON, json.dumps(
-        {"config": model.config.to_dict(), "training": training.to_dict(), "precision_resolved": precision,
-         "backbone": model.backbone.describe(), "vocabulary": list(vocabulary)}, indent=2) + "\n")
+    if done < training.epochs:
+        write_text(out_dir / CONFIG_JSON, json.dumps(
+            {"config": model.config.to_dict(), "training": training.to_dict(), "precision_resolved": precision,
+             "backbone": model.backbone.describe(), "vocabulary": list(vocabulary)}, indent=2) + "\n")
     collate_fn = collate_fn or _default_collate()
     global_step = rows[-1]["global_step"] + 1 if rows else 0
     for epoch in range(done + 1, training.epochs + 1):
@@ -246,6 +257,8 @@ def train(model: DAPO, dataset: Dataset, out_dir: str | Path, training: TrainCon
 def _save_epoch(model: DAPO, optimizer: torch.optim.Optimizer, out_dir: Path, epoch: int,
                 vocabulary: tuple[str, ...], training: TrainConfig, rows: list[dict]) -> None:
     """Loss CSV, optimiser state, then the checkpoint (its presence marks the epoch complete)."""
+    if epoch_path(out_dir, epoch).exists():  # never reached by train(); the guard of immutability
+        raise CheckpointExistsError(f"{epoch_path(out_dir, epoch)} exists: checkpoints are never overwritten")
     with atomic_path(out_dir / LOSS_CSV) as temporary:
         pd.DataFrame(rows, columns=LOSS_COLUMNS).to_csv(temporary, index=False)
     with atomic_path(state_path(out_dir, epoch)) as temporary:

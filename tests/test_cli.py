@@ -331,7 +331,7 @@ def test_train_on_a_folder_writes_a_checkpoint_predict_can_use(capsys, tmp_path,
                                                                                       "prob_crack"]
 
 
-def test_train_resumes_its_own_run_and_refuses_another_configuration_until_restarted(capsys, tmp_path, trained):
+def test_train_resumes_its_own_run_and_never_overwrites_another_configuration(capsys, tmp_path, trained):
     root, run_dir = trained
     shutil.copytree(run_dir, tmp_path / "run")
     run = ("train", "--dataset", "folder", "--root", root, "--epochs", 1, "--out", tmp_path / "run", "--no-progress",
@@ -342,10 +342,12 @@ def test_train_resumes_its_own_run_and_refuses_another_configuration_until_resta
     code, err = dapo(capsys, *run, "--seed", 1)
     line = error_line(err)
     assert code == 2 and f"--out: {tmp_path / 'run'} holds checkpoints of another configuration" in line
-    assert "seed: saved 0, requested 1" in line and "--restart" in line
+    assert "seed: saved 0, requested 1" in line and "never overwritten: train into another folder (--out)" in line
     assert (tmp_path / "run" / "epoch_001.safetensors").read_bytes() == before
-    assert dapo(capsys, *run, "--seed", 1, "--restart")[0] == 0
-    assert read_metadata(tmp_path / "run" / "epoch_001.safetensors")["config"].seed == 1
+    elsewhere = [str(tmp_path / "seed1") if str(a) == str(tmp_path / "run") else a for a in run]
+    assert dapo(capsys, *elsewhere, "--seed", 1)[0] == 0
+    assert read_metadata(tmp_path / "seed1" / "epoch_001.safetensors")["config"].seed == 1
+    assert (tmp_path / "run" / "epoch_001.safetensors").read_bytes() == before
 
 
 def test_train_refuses_a_folder_without_masks_and_training_free_methods(capsys, tmp_path, tiny_model_name):

@@ -24,17 +24,18 @@ def test_table_csv_has_full_precision_and_provenance_columns(tmp_path):
     path = save_table(df, "t1", tmp_path, _prov(), caption="Table 1")
     back = pd.read_csv(path, index_col="product")
     assert back.loc["a", "auroc"] == 0.123457  # 6 significant digits, not the display rounding
-    assert (back["profile"] == "synthetic").all() and (back["seed"] == 3).all()
+    assert (back["profile"] == "synthetic").all() and (back["seeds"] == 3).all()
     assert (back["backbone"] == "dapo-compact/synthetic").all()
     assert "commit" not in back.columns  # so the same seed regenerates identical CSVs after a commit
     md = (tmp_path / "t1.md").read_text()
     assert "SYNTHETIC profile" in md and "commit=abc1234" in md and "0.1" in md
 
 
-def test_a_per_seed_table_keeps_its_own_seed_column(tmp_path):
+def test_a_per_seed_table_keeps_its_own_seed_column_and_names_the_seeds_aggregated(tmp_path):
     df = pd.DataFrame({"lam": [1.0, 1.0], "seed": [0, 1], "image_auroc": [80.0, 82.0]})
-    back = pd.read_csv(save_table(df, "sweep", tmp_path, _prov(), index=False))
-    assert back["seed"].tolist() == [0, 1] and (back["run_seed"] == 3).all()
+    back = pd.read_csv(save_table(df, "sweep", tmp_path, _prov(seeds=(0, 1)), index=False))
+    assert back["seed"].tolist() == [0, 1] and (back["seeds"] == "0,1").all()
+    assert "seeds=0,1" in (tmp_path / "sweep.md").read_text()
 
 
 def test_table_csv_is_byte_identical_across_commits(tmp_path):
@@ -50,7 +51,8 @@ def test_smoke_and_paper_labels_name_the_backbone_actually_used():
     small = _prov(profile="paper", backbone="ViT-B-32", pretrained="openai").label
     assert "ViT-B-32 / openai" in small and "ViT-L-14" not in small
     assert "not a reproduction" in _prov().label
-    assert "precision=bf16" in _prov(precision="bf16").footer
+    assert "precision=eval bf16 |" in _prov(precision="bf16").footer
+    assert "precision=eval bf16, trained fp32" in _prov(precision="bf16", train_precision="fp32").footer
 
 
 def test_figure_and_provenance_json(tmp_path):
@@ -58,7 +60,7 @@ def test_figure_and_provenance_json(tmp_path):
     ax.plot([0, 1], [0, 1])
     path = save_figure(fig, "f", tmp_path, _prov())
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert any("seed=3" in t.get_text() for t in fig.texts)
+    assert any("seeds=3" in t.get_text() for t in fig.texts)
     write_provenance(tmp_path, _prov(), "03_multitype", note="x")
     meta = json.loads(write_provenance(tmp_path, _prov(seed=4), "04_binary").read_text())
     assert meta["03_multitype"]["commit"] == "abc1234" and meta["03_multitype"]["note"] == "x"

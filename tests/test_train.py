@@ -54,14 +54,15 @@ def test_train_writes_checkpoints_history_and_resumes_exactly(tiny_backbone, tin
     pd.testing.assert_frame_equal(again.history, result.history)
 
 
-def test_resume_refuses_another_configuration_and_fresh_start_clears(tiny_backbone, tiny_dataset, tmp_path):
-    fit(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path, epochs=2)
+def test_resume_refuses_another_configuration_and_a_fresh_start_elsewhere_works(tiny_backbone, tiny_dataset,
+                                                                                 tmp_path):
+    fit(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path / "a", epochs=2)
     other = DAPO(tiny_backbone, SMALL.with_overrides(lam=1.0))
-    with pytest.raises(ValueError, match="another configuration"):
-        fit(other, tiny_dataset, tmp_path, epochs=2)
-    result = fit(other, tiny_dataset, tmp_path, epochs=1, resume=False)
+    with pytest.raises(ValueError, match="another configuration.*never overwritten"):
+        fit(other, tiny_dataset, tmp_path / "a", epochs=2)
+    result = fit(other, tiny_dataset, tmp_path / "b", epochs=1, resume=False)
     assert [p.name for p in result.checkpoints] == ["epoch_001.safetensors"]
-    assert not (tmp_path / "epoch_002.safetensors").exists()
+    assert (tmp_path / "a" / "epoch_002.safetensors").exists()
 
 
 def test_checkpoint_save_load_gives_identical_outputs(tiny_backbone, tiny_dataset, images, tmp_path):
@@ -135,6 +136,7 @@ def test_the_recipe_reaches_the_optimiser_and_every_checkpoint(tiny_backbone, ti
     import dapo.train as train_module
     from dapo.checkpoint import read_metadata
     from dapo.config import TrainConfig
+    from dapo.precision import resolve_precision
 
     seen = {}
     original = train_module.make_optimizer
@@ -149,7 +151,8 @@ def test_the_recipe_reaches_the_optimiser_and_every_checkpoint(tiny_backbone, ti
     result = train(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path, recipe, progress=False,
                    collate_fn=default_collate)
     assert seen["lr"] == 5e-4 and seen["betas"] == (0.5, 0.999)
-    assert read_metadata(result.final)["training"] == recipe
+    resolved = resolve_precision("auto", torch.device("cpu"))  # checkpoints record the precision actually used
+    assert read_metadata(result.final)["training"] == recipe.with_overrides(precision=resolved)
 
 
 def test_a_kill_before_the_checkpoint_resumes_from_the_previous_epoch_exactly(tiny_backbone, tiny_dataset, tmp_path,

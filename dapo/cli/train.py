@@ -54,10 +54,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seeds the initialisation and the data order")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="autocast precision; auto: bf16 on CUDA and bf16-capable CPUs, else fp32")
-    parser.add_argument("--restart", action="store_true",
-                        help="delete the checkpoints already in --out and train from scratch (default: resume "
-                             "a run of the same configuration; another configuration is refused)")
-    parser.add_argument("--out", required=True, metavar="DIR", help="folder for the checkpoints")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for the checkpoints: a run of the same configuration there is resumed; "
+                             "checkpoints of another one are never overwritten (choose another folder)")
     add_backbone_arguments(parser, from_checkpoint=False)
     add_run_arguments(parser, batch_size=None)
     parser.set_defaults(run=run)
@@ -66,6 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from dapo.baselines import make_model, preset
+    from dapo.checkpoint_store import FolderBusyError
     from dapo.experiments import training_words
     from dapo.train import ResumeError, train, training_vocabulary
 
@@ -89,13 +89,12 @@ def run(args: argparse.Namespace) -> int:
         dataset = MosaicDataset(dataset, training.mosaic_prob, seed=training.seed)
     vocabulary = training_words(training_vocabulary(dataset), args.dataset, training)
     check_prompts(model, vocabulary, args.root)
-    if not args.restart:
-        check_resumable(out, model, vocabulary, training)
+    check_resumable(out, model, vocabulary, training)
     print(f"dapo train: {args.method} on {args.dataset} {args.root} ({len(dataset)} images, defects: "
           f"{', '.join(vocabulary)}), {backbone.model_name}/{backbone.pretrained} at {backbone.image_size} px, "
           f"{training.epochs} epoch(s), {device}", file=sys.stderr)
-    with argument_errors(f"--out {out}", ResumeError):
-        result = train(model, dataset, out, training, device=str(device), resume=not args.restart,
+    with argument_errors(f"--out {out}", ResumeError, FolderBusyError):
+        result = train(model, dataset, out, training, device=str(device),
                        num_workers=args.workers, progress=not args.no_progress, vocabulary=vocabulary)
     print(f"dapo train: final checkpoint {result.final} (loss history {out / 'loss_history.csv'})", file=sys.stderr)
     return 0
@@ -124,4 +123,4 @@ def check_resumable(out, model, vocabulary, training) -> None:
     try:
         check_same_run(meta, model, vocabulary, training, out)
     except ValueError as error:
-        raise UsageError(f"--out: {one_line(error).replace('pass resume=False', 'pass --restart')}") from error
+        raise UsageError(f"--out: {one_line(error).replace('another folder', 'another folder (--out)')}") from error
