@@ -238,15 +238,14 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     epochs = epochs or overrides.pop("epochs", None)
     overrides = non_default(method, overrides)
     recipe = make_preset(method, seed=seed, **overrides)
-    profile_epochs = cfg.epochs or recipe.training.epochs
-    epochs = epochs or profile_epochs
+    epochs = epochs or cfg.epochs or recipe.training.epochs
     training = recipe.training.with_overrides(epochs=epochs, precision=precision)
     model = make_model(method, backbone, seed=seed, **_model_overrides(overrides))
     if not model.learnable_parameters():
         return model.to(dev), None  # training-free baseline (e.g. CLIP-AC)
     dataset = _training_data(cfg, recipe)
     vocabulary = training_words(training_vocabulary(dataset), cfg.train_dataset, recipe.training)
-    folder = checkpoint_dir(run_dir, method, seed, overrides, None if epochs == profile_epochs else epochs)
+    folder = checkpoint_dir(run_dir, method, seed, overrides, None if epochs == standard_epochs(cfg, recipe) else epochs)
     with folder_lock(folder):
         found = find_checkpoint(run_dir, method, seed, overrides, epochs, check=(model, vocabulary, training))
         if found is not None:
@@ -257,6 +256,13 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
         result = train(model, dataset, folder, training, device=str(dev), progress=progress, vocabulary=vocabulary)
     record_model(method, seed, result.final)
     return model, result.history
+
+
+def standard_epochs(cfg: ProfileConfig, recipe) -> int:
+    """The training length whose folder carries no ``epochs=`` in its name: the profile's own (2 on
+    the synthetic profile, 1 at smoke size, the recipe's on the paper profile), whatever epochs a
+    run asks for (``-p epochs 5`` trains into ``epochs=5``; the headline folders stay as they are)."""
+    return resolve_profile(cfg.profile, smoke=cfg.smoke, check=False).epochs or recipe.training.epochs
 
 
 def find_checkpoint(run_dir: str | Path, method: str, seed: int, overrides: Mapping[str, Any], epoch: int, *,
