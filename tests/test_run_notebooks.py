@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 
 import nbformat
 import pytest
 
 from dapo import run_notebooks as rn
+from dapo.paths import REPO_ROOT
 
 
 def make_notebook(path, body: str):
@@ -135,3 +138,10 @@ def test_cli_rejects_zero_jobs(capsys):
     with pytest.raises(SystemExit):
         rn.main(["-j", "0"])
     assert "-j/--jobs must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("git") is None or not (REPO_ROOT / ".git").exists(), reason="not a git checkout")
+def test_manifest_is_not_committed():
+    result = subprocess.run(["git", "check-ignore", "-q", "--no-index", "results/synthetic/notebooks/manifest.json"],
+                            cwd=REPO_ROOT)
+    assert result.returncode == 0, "results/<profile>/notebooks/manifest.json must be git-ignored"
