@@ -72,7 +72,7 @@ def git_tables(folder: str | Path, rev: str) -> dict[str, str]:
     def git(*args: str) -> str:
         result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True)
         if result.returncode:
-            raise SystemExit(f"git {' '.join(args)}: {result.stderr.strip()} (pass --git '' to read the folder)")
+            raise SystemExit(f"git {' '.join(args)}: {result.stderr.strip()} (to compare with the folder as it is, pass --git '' or make verify GIT_REV=)")
         return result.stdout
 
     names = [n for n in git("ls-tree", "-r", "--name-only", rev, "--", prefix + "/").splitlines()
