@@ -47,9 +47,22 @@ nbval-refs: venv
 	rm -rf results/smoke figures/smoke tests/notebooks
 	TQDM_DISABLE=1 $(SAME_NUMERICS) $(PY) -m dapo.run_notebooks --smoke --references tests/notebooks -p precision fp32
 
-## Execute the notebooks in order with papermill (synthetic profile by default).
+## Execute the notebooks in order with papermill (synthetic profile by default). Resumes: a
+## notebook that completed with unchanged inputs (results/<profile>/notebooks/manifest.json) is
+## skipped. FORCE=1 reruns every notebook; JOBS=2 runs two at once, one thread each.
+JOBS ?= 1
 reproduce: venv
-	$(PY) -m dapo.run_notebooks --profile $(PROFILE)
+	$(PY) -m dapo.run_notebooks --profile $(PROFILE) -j $(JOBS) $(if $(FORCE),--force)
+
+## A reviewer's check: every number of a re-run beside the committed one, in committed seed stds.
+## RERUN (default results/$(PROFILE), as `make reproduce` rewrote it) is compared with the tables
+## committed at GIT_REV (default HEAD); COMMITTED=dir compares with a folder instead.
+RERUN ?= results/$(PROFILE)
+GIT_REV ?= HEAD
+.PHONY: verify
+verify: venv
+	$(PY) -m dapo.reproduce compare $(RERUN) --committed $(or $(COMMITTED),results/$(PROFILE)) \
+		$(if $(COMMITTED),,$(if $(GIT_REV),--git $(GIT_REV)))
 
 benchmarks: venv
 	$(PY) benchmarks/bench_model.py
