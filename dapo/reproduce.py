@@ -13,7 +13,8 @@ The committed std of a number comes from the table's layout:
 
 * ``X / mean`` and ``X / std`` column pairs (table1_multitype, table3_binary, ...): ``X / std``;
 * ``mean``, ``std``, ``n`` columns (fidelity_switches, ...): ``std`` (and ``delta_std`` for ``delta``);
-* tidy per-seed tables (ablation_*: a ``seed`` column of its own, the run's seed in ``run_seed``):
+* tidy per-seed tables (ablation_*: a ``seed`` column of its own beside the stamp's ``seeds``, or
+  ``run_seed`` in tables stamped before it):
   the std (ddof 1, as the tables use) over the committed seeds of the row's group;
 * anything else (plain tables): no std.
 
@@ -108,8 +109,10 @@ class Layout:
 
 def layout_of(df: pd.DataFrame) -> Layout:
     columns = list(df.columns)
-    names = provenance_names()
-    provenance = [c for c in columns if (c.startswith("run_") and c[4:] in names)
+    names = provenance_names() - {"seed"}
+    if "seeds" not in columns and "run_seed" not in columns:
+        names.add("seed")  # tables stamped before the ``seeds`` column: ``seed`` was the run's
+    provenance = [c for c in columns if (c.startswith("run_") and c[4:] in names | {"seed"})
                   or (c in names and f"run_{c}" not in columns)]
     per_seed = "seed" in columns and "seed" not in provenance
     seed_at = columns.index("seed") if per_seed else -1

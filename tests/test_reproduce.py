@@ -145,3 +145,15 @@ def test_committed_tables_read_from_git():
     tables = reproduce.git_tables("results/synthetic", "HEAD")
     assert set(tables) == expected and "table1_multitype" in tables
     assert tables["table1_multitype"].startswith("source,train,test,method,")
+
+
+def test_per_seed_tables_stamped_with_the_seeds_column_are_per_seed_too():
+    import io
+
+    import pandas as pd
+
+    new = PER_SEED.replace("run_seed", "seeds").replace(",synthetic,0,b", ",synthetic,\"0,1,2\",b")
+    layout = reproduce.layout_of(pd.read_csv(io.StringIO(new), dtype=str, keep_default_na=False))
+    assert layout.per_seed and "seed" in layout.keys and "seeds" in layout.provenance
+    old_plain = reproduce.layout_of(pd.read_csv(io.StringIO(PLAIN.format(loss=1)), dtype=str, keep_default_na=False))
+    assert not old_plain.per_seed and "seed" in old_plain.provenance
