@@ -156,6 +156,8 @@ def typed_results(text: str) -> list[str]:
     for line in prose(text).splitlines():
         for match in NUMBER.finditer(line):
             after, before = line[match.end():], line[:match.start()]
+            if match.group().count(".") > 1:
+                continue  # a version string
             unit = re.sub(r"^[-–]\d+(?:\.\d+)?", "", after)  # a range a-b takes b's unit
             if re.match(r"\d*\.\d|e[-+]?\d", after) or re.match(rf"\s?{UNITS}", unit):
                 continue  # a version string's tail, a tolerance, or a measure of time, size or speed
