@@ -94,4 +94,4 @@ book: venv
 ## JupyterLab on notebooks/, with the project's venv as the kernel (ipywidgets included).
 lab: venv
 	$(PY) -m ipykernel install --sys-prefix --name dapo --display-name "DAPO companion (.venv)"
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
