@@ -49,7 +49,9 @@ def _table(name: str) -> pd.DataFrame:
 
 
 def _pm(row: pd.Series, metric: str) -> str:
-    return f"{row[f'{metric} / mean']:.1f} ± {row[f'{metric} / std']:.1f}"
+    """``mean ± std``; the mean alone where there is no spread (a training-free method: one run)."""
+    mean, std = row[f"{metric} / mean"], row[f"{metric} / std"]
+    return f"{mean:.1f}" if pd.isna(std) else f"{mean:.1f} ± {std:.1f}"
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -90,7 +92,8 @@ def table3() -> str:
                "pixel_aupro": "pixel AUPRO"}
     rows = pd.DataFrame({"train → test": t["train"] + " → " + t["test"], "method": t["method"],
                          **{f"{label} (%)": t.apply(_pm, axis=1, metric=m) for m, label in metrics.items()}})
-    return "\n".join([_markdown(rows), "", _source("table3_binary") + " Mean ± std over seeds."])
+    return "\n".join([_markdown(rows), "", _source("table3_binary") + " Mean ± std over seeds (a mean alone: "
+                      "a training-free method, one run). AUPRO: the exact definition (`pixel_aupro`, docs/METRICS.md)."])
 
 
 def compact_clip() -> str:
