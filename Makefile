@@ -5,14 +5,17 @@ PY := $(VENV)/bin/python
 PROFILE ?= synthetic
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test test-notebooks nbval-refs reproduce benchmarks clean-venv
+.PHONY: venv lint test test-notebooks nbval-refs reproduce benchmarks clean-venv lock claims book lab
 
 venv: $(STAMP)
 
+# Every distribution comes at its constraints.txt pin (tests/test_lock.py checks the venv).
+# cffconvert goes in with --no-deps: it declares jsonschema<4, which jupyterlab excludes (pyproject.toml).
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt pip setuptools
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install -q -c constraints.txt --no-deps cffconvert
 	touch $(STAMP)
 
 ## ruff over the package, tests, benchmarks, scripts and notebooks (rules in pyproject.toml).
@@ -71,3 +74,37 @@ benchmarks: venv
 
 clean-venv:
 	rm -rf $(VENV)
+
+## Refresh constraints.txt on purpose: resolve .[dev] afresh (newest releases the ranges in
+## pyproject.toml allow, LOCK_HELD kept) in a throw-away venv, then pin every distribution at ==.
+## Reference: Python 3.11 on Linux x86-64 (PYTHON must be a 3.11). Commit the result on its own.
+LOCK_VENV ?= /tmp/dapo-lock-venv
+LOCK_HELD := torch==2.14.1 torchvision==0.29.1
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "make lock: PYTHON must be a Python 3.11"'
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install -q --upgrade pip setuptools
+	printf '%s\n' $(LOCK_HELD) > $(LOCK_VENV)/held.txt
+	$(LOCK_VENV)/bin/python -m pip install -q -c $(LOCK_VENV)/held.txt -e ".[dev]"
+	$(LOCK_VENV)/bin/python -m pip install -q --no-deps cffconvert
+	{ printf '%s\n' "# Every distribution of .[dev] pinned (Python 3.11, Linux x86-64): written by \`make lock\`," \
+	    "# do not edit by hand (torch and torchvision: LOCK_HELD in the Makefile). README: Updating the pins."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude dapo | grep -v '^-e '; } > constraints.txt
+	rm -rf $(LOCK_VENV)
+
+## Rewrite the result numbers that README.md and docs/*.md quote (generated blocks) from results/synthetic/.
+claims: venv
+	$(PY) -m dapo.claims
+
+## The book: README, docs/, results/README.md and the executed notebooks as a static site (offline; the
+## notebooks are rendered as committed, never executed). Open docs/_build/html/index.html.
+BOOK ?= docs/_build/html
+book: venv
+	$(PY) -m sphinx -W --keep-going -q -b html -c docs -d docs/_build/doctrees . $(BOOK)
+	@echo "book: $(BOOK)/index.html"
+
+## JupyterLab on notebooks/, with the project's venv as the kernel (ipywidgets included).
+lab: venv
+	$(PY) -m ipykernel install --sys-prefix --name dapo --display-name "DAPO companion (.venv)"
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)

@@ -129,4 +129,4 @@ def check_paper_profile(cfg: ProfileConfig) -> None:
                             f"(notebooks: -p checkpoint /path/to/weights)")
     if problems:
         raise ProfileError("the 'paper' profile cannot start; provide:\n" + "\n".join(problems)
-                           + "\nSee README.md, 'Using the real datasets'.")
+                           + "\nSee docs/DATASETS.md, 'Using the real datasets'.")

@@ -40,7 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dapo`` with ``argv`` (default: the process's arguments); returns the exit status."""
+    from dapo.cli.config import expand_run_file
+
     parser = build_parser()
+    try:  # `train --config FILE`: the file's options and fields, as if typed after `train`
+        argv = expand_run_file([str(a) for a in (sys.argv[1:] if argv is None else argv)])
+    except UsageError as error:
+        print(f"dapo train: error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)  # argparse exits with status 2 on a bad argument
     with warnings_as_lines(sys.stderr):
         try:

@@ -16,7 +16,7 @@ DATASET_HELP = """\
                                        (nonzero = defect; <name>_mask.png also accepted);
                                        training and pixel metrics need them
 Subfolders are searched recursively (masks/ mirrors them); hidden files are skipped. The other
-datasets are read in their official layouts (README: "Using the real datasets")."""
+datasets are read in their official layouts (docs/DATASETS.md: "Using the real datasets")."""
 
 
 def dataset_names() -> list[str]:

@@ -1,8 +1,10 @@
 """``dapo train``: train a method (:mod:`dapo.baselines`) on one dataset with :func:`dapo.train.train`.
 
-The recipe is the method's preset (``dapo.baselines.preset(method).training``) with ``--epochs``
-and ``--precision`` overridden; checkpoints, resume and the loss CSV are those of
-:mod:`dapo.train` (``--out`` holds ``epoch_NNN.safetensors``).
+The recipe is the method's preset (``dapo.baselines.preset(method)``) with ``--epochs``,
+``--precision``, ``--batch-size`` and any DAPOConfig or TrainConfig field (``--set lam=8 n_ctx=4``)
+overridden, or a run file (``--config run.yaml``, :mod:`dapo.cli.config`); checkpoints, resume and the
+loss CSV are those of :mod:`dapo.train` (``--out`` holds ``epoch_NNN.safetensors``), and ``run.yaml``
+beside them holds the resolved run, which ``--config`` repeats.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dapo.cli.common import (
     add_backbone_arguments,
     add_run_arguments,
     argument_errors,
+    backbone_choice,
     load_backbone_arguments,
     one_line,
     positive_int,
@@ -29,13 +32,18 @@ Train a method's learned prompts and adapters on a dataset (the backbone stays f
 
 Writes to --out one checkpoint per epoch (epoch_NNN.safetensors: learned parameters and the
 configuration), loss_history.csv and config.json; an interrupted run resumes from its last
-complete epoch when started again with the same arguments. Give the last checkpoint to
-`dapo predict --checkpoint` or `dapo evaluate --checkpoint`.
+complete epoch when started again with the same arguments. run.yaml in --out records the
+resolved run (every option and every model and training field): `dapo train --config
+OUT/run.yaml` repeats it, and a run file of one's own may hold any subset. Any field of the
+model (DAPOConfig) or the recipe (TrainConfig) can be set with --set FIELD=VALUE. Give the last
+checkpoint to `dapo predict --checkpoint` or `dapo evaluate --checkpoint`.
 
 {DATASET_HELP}"""
 EPILOG = """\
 examples:
   dapo train --dataset folder --root my_parts/ --epochs 5 --out runs/my_parts
+  dapo train --dataset folder --root my_parts/ --method dapo --set lam=8 n_ctx=4 lr=5e-4 --out runs/lam8
+  dapo train --config runs/lam8/run.yaml --out runs/lam8_again       # the same run, elsewhere
   dapo train --dataset mvtec --root /data/mvtec_ad --backbone ViT-L-14-336 --pretrained openai \\
       --clip-weights /models/ViT-L-14-336.pt --out runs/mvtec
 """
@@ -55,8 +63,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="autocast precision; auto: bf16 on CUDA and bf16-capable CPUs, else fp32")
     parser.add_argument("--out", required=True, metavar="DIR",
-                        help="folder for the checkpoints: a run of the same configuration there is resumed; "
-                             "checkpoints of another one are never overwritten (choose another folder)")
+                        help="folder for the checkpoints (and run.yaml): a run of the same configuration there is "
+                             "resumed; checkpoints of another one are never overwritten (choose another folder)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="FIELD=VALUE",
+                        help="any DAPOConfig or TrainConfig field, e.g. --set lam=8 n_ctx=4 aggregation=attention "
+                             "betas='(0.9, 0.999)' (values are Python literals, else text; wins over the options "
+                             "above and over --config)")
+    parser.add_argument("--config", metavar="FILE",
+                        help="a run file (YAML): options and 'model'/'training' fields, e.g. the run.yaml that "
+                             "every run writes; the command line's options and --set win over it")
     add_backbone_arguments(parser, from_checkpoint=False)
     add_run_arguments(parser, batch_size=None)
     parser.set_defaults(run=run)
@@ -64,18 +79,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dapo.baselines import make_model, preset
+    from dapo.baselines import make_model
     from dapo.checkpoint_store import FolderBusyError
+    from dapo.cli.config import check_fields, parse_set, resolve, run_document, write_run_file
     from dapo.experiments import training_words
     from dapo.train import ResumeError, train, training_vocabulary
 
-    out = prepare_out(args.out)
-    device = resolve_device_argument(args.device)
-    recipe = preset(args.method, seed=args.seed)
+    fields = check_fields(parse_set(args.set), "--set")
+    recipe, model_fields, training_fields = resolve(args.method, args.seed, fields)
     training = recipe.training.with_overrides(epochs=args.epochs or recipe.training.epochs, precision=args.precision,
                                               batch_size=args.batch_size or recipe.training.batch_size)
+    training = training.with_overrides(**training_fields)
+    out = prepare_out(args.out)
+    device = resolve_device_argument(args.device)
     backbone = load_backbone_arguments(args, device)
-    model = make_model(args.method, backbone, seed=args.seed)
+    model = make_model(args.method, backbone, seed=args.seed, **model_fields)
     if not model.learnable_parameters():
         raise UsageError(f"--method {args.method}: a training-free method (nothing to train); predict with it directly")
     dataset = open_dataset_arguments(args, backbone, vocab_scope="dataset",
@@ -90,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     vocabulary = training_words(training_vocabulary(dataset), args.dataset, training)
     check_prompts(model, vocabulary, args.root)
     check_resumable(out, model, vocabulary, training)
+    write_run_file(out, run_document(args, model.config, training, backbone_choice(args, None)))
     print(f"dapo train: {args.method} on {args.dataset} {args.root} ({len(dataset)} images, defects: "
           f"{', '.join(vocabulary)}), {backbone.model_name}/{backbone.pretrained} at {backbone.image_size} px, "
           f"{training.epochs} epoch(s), {device}", file=sys.stderr)
