@@ -82,12 +82,35 @@ def existing_file(name: str, value: Any) -> Any:
     return value
 
 
+def _check_dataset_name(name: str, value: str) -> None:
+    """Refuse a dataset name no loader opens (a knowledge-base name, ``folder`` or a knowledge YAML path),
+    naming the closest known name; whether the profile uses it is :func:`dapo.profiles.resolve_profile`'s check."""
+    from dapo.profiles import openable_datasets
+    from dapo.suggest import unknown_name
+
+    if value not in openable_datasets() and Path(value).suffix not in (".yaml", ".yml"):
+        raise ParameterError(f"{name}: {unknown_name('dataset', value, openable_datasets())}")
+
+
+def dataset_name(name: str, value: Any) -> Any:
+    """A known dataset name or None (the profile's default)."""
+    if value is None:
+        return None
+    text()(name, value)
+    _check_dataset_name(name, value)
+    return value
+
+
 def dataset_roots_dict(name: str, value: Any) -> Any:
     if value is None:
         return None
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ParameterError(f"{name}={value!r}: expected a dict of dataset name -> folder, "
                              f"e.g. {{\"visa\": \"/data/VisA_20220922\"}}")
+    for key, folder in value.items():
+        _check_dataset_name(f"{name}[{key!r}]", key)
+        if not folder.strip():
+            raise ParameterError(f"{name}[{key!r}]={folder!r}: expected a folder")
     return dict(value)
 
 
@@ -117,6 +140,10 @@ def dataset_list(optional: bool = True) -> Callable[[str, Any], Any]:
             return None
         if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
             raise ParameterError(f"{name}={value!r}: expected a non-empty list of dataset names")
+        for index, item in enumerate(value):
+            _check_dataset_name(f"{name}[{index}]", item)
+        if len(set(value)) != len(value):
+            raise ParameterError(f"{name}={value!r}: a dataset is named twice")
         return list(value)
     return check
 
@@ -212,7 +239,7 @@ COMMON: tuple[Parameter, ...] = (
     Parameter("precision", "auto", '"auto" (bf16 on CUDA and bf16-capable CPUs, else fp32), "fp32" or "bf16"',
               choice(*PRECISIONS)),
     Parameter("epochs", None, "training epochs; default: the profile's", integer(minimum=1, optional=True)),
-    Parameter("train_dataset", None, 'training dataset; default: the profile\'s (paper: "mvtec")', text()),
+    Parameter("train_dataset", None, 'training dataset; default: the profile\'s (paper: "mvtec")', dataset_name),
     Parameter("target_datasets", None, "zero-shot test datasets; default: the profile's", dataset_list()),
     Parameter("output_dir", None, "tables; default results/<profile>", text()),
     Parameter("figures_dir", None, "figures; default figures/<profile>", text()),

@@ -1,0 +1,162 @@
+"""Bad inputs that used to pass in silence (issue 31): annotation headers, misspelt dataset names,
+user values of the public entry points. Each error names the file or parameter and the way out."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dapo.data import LayoutImage, load_knowledge, open_dataset, write_tree
+from dapo.data.annotations import AnnotationFormatError
+from dapo.parameters import ParameterError, validate
+from dapo.profiles import ProfileError, resolve_profile
+
+SIZE = 8
+
+
+def _tree(layout: str, root: Path, product: str, labels: tuple[str, ...]) -> Path:
+    image = np.full((16, 16, 3), 100, np.uint8)
+    mask = np.zeros((16, 16), bool)
+    mask[:8] = True
+    items = [LayoutImage(product, "train", (), image, None), LayoutImage(product, "test", (), image, None),
+             LayoutImage(product, "test", labels, image, {label: mask for label in labels})]
+    return write_tree(layout, root, items)
+
+
+# ----------------------------------------------------------------------------- annotation files
+
+
+def test_visa_split_csv_with_another_header_names_the_file_and_the_columns(tmp_path):
+    root = _tree("visa", tmp_path, "pcb1", ("melt",))
+    split = root / "split_csv/1cls.csv"
+    split.write_text(split.read_text().replace("object,split,label,image,mask", "obj,set,lab,img,msk", 1))
+    with pytest.raises(AnnotationFormatError) as error:
+        open_dataset("visa", root, image_size=SIZE)
+    message = str(error.value)
+    assert str(split) in message and "expected the columns object,split,label,image,mask" in message
+    assert "found obj,set,lab,img,msk" in message
+
+
+def test_visa_split_csv_with_a_byte_order_mark_is_read(tmp_path):
+    root = _tree("visa", tmp_path, "pcb1", ("melt",))
+    split = root / "split_csv/1cls.csv"
+    split.write_text("\ufeff" + split.read_text(), encoding="utf-8")  # as a spreadsheet program saves it
+    assert len(open_dataset("visa", root, image_size=SIZE)) == 2
+
+
+@pytest.mark.parametrize("column, value", [("split", "val"), ("label", "Anomalous")])
+def test_visa_split_values_outside_the_release_are_named(tmp_path, column, value):
+    root = _tree("visa", tmp_path, "pcb1", ("melt",))
+    split = root / "split_csv/1cls.csv"
+    old = {"split": ",test,anomaly,", "label": ",test,anomaly,"}[column]
+    new = {"split": f",{value},anomaly,", "label": f",test,{value},"}[column]
+    split.write_text(split.read_text().replace(old, new))
+    with pytest.raises(AnnotationFormatError, match=rf"1cls\.csv, line \d: {column}='{value}'; expected one of"):
+        open_dataset("visa", root, image_size=SIZE)
+
+
+def test_visa_image_anno_with_another_header_and_an_empty_split_file(tmp_path):
+    root = _tree("visa", tmp_path, "pcb1", ("melt",))
+    anno = root / "pcb1/image_anno.csv"
+    anno.write_text(anno.read_text().replace("image,label,mask", "path,defect,mask", 1))
+    with pytest.raises(AnnotationFormatError, match=r"image_anno\.csv: the header lacks the column\(s\) image, "
+                                                    r"label .*expected the columns image,label"):
+        open_dataset("visa", root, image_size=SIZE)
+    (root / "split_csv/1cls.csv").write_text("")
+    with pytest.raises(AnnotationFormatError, match=r"1cls\.csv: .*found nothing \(an empty file\)"):
+        open_dataset("visa", root, image_size=SIZE)
+
+
+def test_real_iad_json_entries_without_the_keys_are_named(tmp_path):
+    root = _tree("real_iad", tmp_path, "mint", ("YW",))
+    path = root / "realiad_jsons/realiad_jsons_sv/mint.json"
+    document = json.loads(path.read_text())
+    del document["test"][0]["image_path"]
+    path.write_text(json.dumps(document))
+    with pytest.raises(AnnotationFormatError, match=r"mint\.json: test\[0\] lacks the key\(s\) image_path; "
+                                                    r"expected the keys anomaly_class, image_path"):
+        open_dataset("real_iad", root, image_size=SIZE)
+    path.write_text(json.dumps({"meta": {}, "train": [], "test": {"a": 1}}))
+    with pytest.raises(AnnotationFormatError, match=r"mint\.json: 'test' is a dict, expected a list"):
+        open_dataset("real_iad", root, image_size=SIZE)
+    path.write_text(json.dumps([1, 2]))
+    with pytest.raises(AnnotationFormatError, match=r"mint\.json has no 'test' list"):
+        open_dataset("real_iad", root, image_size=SIZE)
+    path.write_text('{"test": [')
+    with pytest.raises(AnnotationFormatError, match=r"cannot read Real-IAD annotation file .*mint\.json"):
+        open_dataset("real_iad", root, image_size=SIZE)
+
+
+# ----------------------------------------------------------------------------- dataset names
+
+
+def test_a_misspelt_dataset_roots_key_is_named_with_the_known_ones(tmp_path):
+    with pytest.raises(ProfileError) as error:
+        resolve_profile("synthetic", data_root=tmp_path, dataset_roots={"synthetic_targt": tmp_path})
+    message = str(error.value)
+    assert "unknown dataset 'synthetic_targt'; did you mean 'synthetic_target'?" in message
+    assert "known: synthetic_mpdd, synthetic_source, synthetic_target" in message
+    with pytest.raises(ProfileError, match="unknown dataset 'vsia'; did you mean 'visa'"):
+        resolve_profile("paper", data_root=tmp_path, dataset_roots={"vsia": tmp_path}, check=False)
+    # a dataset outside the profile is fine when the run uses it
+    cfg = resolve_profile("synthetic", data_root=tmp_path, dataset_roots={"visa": tmp_path}, target_datasets=["visa"])
+    assert cfg.dataset_roots["visa"] == tmp_path and cfg.target_datasets == ("visa",)
+
+
+def test_misspelt_train_and_target_datasets_are_named(tmp_path):
+    with pytest.raises(ParameterError, match="train_dataset: unknown dataset 'synthetic_sorce'; did you mean "
+                                             "'synthetic_source'"):
+        resolve_profile("synthetic", data_root=tmp_path, train_dataset="synthetic_sorce")
+    with pytest.raises(ParameterError, match=r"target_datasets\[1\]: unknown dataset 'MVTec'; did you mean 'mvtec'"):
+        resolve_profile("paper", data_root=tmp_path, target_datasets=["visa", "MVTec"], check=False)
+    with pytest.raises(ProfileError, match="target_datasets: unknown dataset 'visa'; known: synthetic_mpdd"):
+        resolve_profile("synthetic", data_root=tmp_path, target_datasets=["visa"])  # known, but no folder
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("train_dataset", "mvtce", "train_dataset: unknown dataset 'mvtce'; did you mean 'mvtec'"),
+    ("target_datasets", ["visa", "mpd"], r"target_datasets\[1\]: unknown dataset 'mpd'; did you mean 'mpdd'"),
+    ("target_datasets", ["visa", "visa"], "a dataset is named twice"),
+    ("dataset_roots", {"synthetic_targt": "/data"}, r"dataset_roots\['synthetic_targt'\]: unknown dataset"),
+])
+def test_notebook_parameters_refuse_unknown_dataset_names(name, value, message):
+    with pytest.raises(ParameterError, match=message):
+        validate("03_multitype", {name: value})
+
+
+def test_load_knowledge_suggests_the_closest_name():
+    with pytest.raises(FileNotFoundError, match="unknown dataset 'mad-sim'; did you mean 'mad_sim'"):
+        load_knowledge("mad-sim")
+
+
+def test_cli_dataset_argument_names_the_closest_known_name(capsys):
+    from dapo.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["evaluate", "--dataset", "VisA", "--root", "x", "--out", "y"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --dataset: unknown dataset 'VisA'; did you mean 'visa'?" in err and "folder" in err
+
+
+# ----------------------------------------------------------------------------- user values
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(epochs=-1), "epochs=-1: must be >= 1"),
+    (dict(epochs=2.5), "epochs=2.5: expected an integer"),
+    (dict(image_size=0), "image_size=0: must be >= 1"),
+    (dict(smoke="yes"), "smoke='yes': expected True or False"),
+    (dict(target_datasets="visa"), "target_datasets='visa': expected a non-empty list of dataset names"),
+    (dict(backbone=""), "backbone='': expected a non-empty string"),
+    (dict(dataset_roots=["visa"]), r"dataset_roots=\['visa'\]: expected a dict"),
+    (dict(data_root=3), "data_root=3: expected a path"),
+])
+def test_resolve_profile_refuses_bad_values_naming_the_parameter(tmp_path, kwargs, message):
+    kwargs.setdefault("data_root", tmp_path)
+    with pytest.raises(ParameterError, match=re.escape(message) if "\\" not in message else message):
+        resolve_profile("synthetic", **kwargs)
