@@ -18,8 +18,6 @@ defect type; for a multi-defect image that is an error (its types cannot be told
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from dapo.data.annotations import check_values, read_csv_rows
