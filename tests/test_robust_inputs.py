@@ -160,3 +160,64 @@ def test_resolve_profile_refuses_bad_values_naming_the_parameter(tmp_path, kwarg
     kwargs.setdefault("data_root", tmp_path)
     with pytest.raises(ParameterError, match=re.escape(message) if "\\" not in message else message):
         resolve_profile("synthetic", **kwargs)
+
+
+# ----------------------------------------------------------------------------- soft masks
+
+
+def _maps_and_masks(n: int = 4, size: int = 16):
+    rng = np.random.default_rng(0)
+    masks = np.zeros((n, size, size), bool)
+    for index in range(1, n):
+        masks[index, 4:4 + 2 * index, 3:9] = True
+    maps = rng.random((n, size, size)).astype(np.float32) + masks
+    return maps, masks
+
+
+def test_soft_masks_below_one_half_are_refused_not_read_as_all_normal():
+    from dapo.metrics import BinaryEvaluator, aupro, pixel_metrics
+
+    maps, masks = _maps_and_masks()
+    soft = np.where(masks, 0.4, 0.0).astype(np.float32)  # the case: every value below 0.5
+    for function in (pixel_metrics, aupro):
+        with pytest.raises(ValueError, match=r"masks are not binary: values \[0.4\] at index 1; .*mask_threshold"):
+            function(maps, soft)
+    with pytest.raises(ValueError, match=r"masks are not binary: values \[0.4\] for product 'a' at batch index 1"):
+        BinaryEvaluator().add("a", maps.max(axis=(1, 2)), masks.any(axis=(1, 2)), maps, soft)
+
+
+def test_a_chosen_threshold_reads_soft_masks_and_states_masks_left_empty():
+    from dapo.metrics import MaskWarning, pixel_metrics
+
+    maps, masks = _maps_and_masks()
+    soft = np.where(masks, 0.4, 0.0).astype(np.float32)
+    assert pixel_metrics(maps, soft, mask_threshold=0.2) == pixel_metrics(maps, masks)
+    with pytest.warns(MaskWarning, match=r"masks at index 1 and 2 more hold nonzero values \(up to 0.4\) but none "
+                                         r"above mask_threshold=0.5: these samples count as wholly normal"):
+        pixel_metrics(maps, soft, mask_threshold=0.5)
+    for bad in (float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match="mask_threshold=.*expected None .*or a finite number"):
+            pixel_metrics(maps, soft, mask_threshold=bad)
+
+
+def test_labels_and_masks_that_disagree_are_stated_once_per_product():
+    from dapo.metrics import BinaryEvaluator, MaskWarning
+
+    maps, masks = _maps_and_masks()
+    labels = masks.any(axis=(1, 2))
+    empty = masks.copy()
+    empty[2] = False  # labelled anomalous, mask empty (e.g. a mask drawn on another image)
+    evaluator = BinaryEvaluator()
+    with pytest.warns(MaskWarning, match=r"product 'pcb', batch index 2: an image labelled anomalous whose mask has "
+                                         r"no anomalous pixel \(binary masks\)"):
+        evaluator.add("pcb", maps.max(axis=(1, 2)), labels, maps, empty)
+    wrong = labels.copy()
+    wrong[3] = False
+    with pytest.warns(MaskWarning, match=r"batch index 3: an image labelled normal whose mask marks 36 pixels"):
+        evaluator.add("pcb", maps.max(axis=(1, 2)), wrong, maps, masks)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluator.add("pcb", maps.max(axis=(1, 2)), labels, maps, empty)  # stated already for this product
+        BinaryEvaluator().add("pcb", maps.max(axis=(1, 2)), labels, maps, masks.astype(np.uint8) * 255)
