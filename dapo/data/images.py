@@ -105,16 +105,31 @@ def clip_tensor(image: np.ndarray, size: int, mean: Sequence[float] | None = Non
 
 
 # ----------------------------------------------------------------------------- decoding
+def _too_large(path: str | Path, what: str, error: Exception) -> NoReturn:
+    raise UnsupportedImageError(f"cannot read {what} {path}: {error} Pillow refuses files above "
+                                f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels (a guard against decompression bombs): "
+                                f"downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from None
+
+
 def _load(path: str | Path, what: str) -> tuple[Image.Image, str]:
-    """Open and decode a file; also return the decoder's raw mode (it tells 16-bit colour apart)."""
+    """Open and decode a file; also return the decoder's raw mode (it tells 16-bit colour apart).
+
+    Files above Pillow's pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``, twice which is a
+    decompression bomb) are refused with :class:`UnsupportedImageError` naming the file.
+    """
     try:
         image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        _too_large(path, what, error)
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptImageError(f"cannot read {what} {path}: {error}") from error
     try:
         args = image.tile[0][3] if image.tile else ""
         rawmode = args if isinstance(args, str) else str(args[0]) if args else ""
         image.load()
+    except Image.DecompressionBombError as error:
+        image.close()
+        _too_large(path, what, error)
     except (OSError, SyntaxError, ValueError) as error:
         image.close()
         raise CorruptImageError(f"cannot read {what} {path}: {error}") from error
