@@ -38,7 +38,17 @@ def grid_settings(grid: Mapping[str, Sequence] | Sequence[Mapping[str, Any]]) ->
     of dicts is taken as given (for settings that move together, e.g. text and vision depth)."""
     if isinstance(grid, Mapping):
         keys = list(grid)
-        return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+        axes = []
+        for key in keys:
+            values = list(grid[key]) if hasattr(grid[key], "__iter__") and not isinstance(grid[key], (str, bytes)) else []
+            if not values:
+                raise ValueError(f"grid[{key!r}]={grid[key]!r}: expected a non-empty list of values")
+            axes.append(values)
+        if not keys:
+            raise ValueError("the sweep grid is empty")
+        return [dict(zip(keys, values)) for values in itertools.product(*axes)]
+    if isinstance(grid, (str, bytes)) or not all(isinstance(setting, Mapping) for setting in grid):
+        raise ValueError(f"grid={grid!r}: expected a dict of field -> values or a list of dicts of fields")
     settings = [dict(setting) for setting in grid]
     if not settings:
         raise ValueError("the sweep grid is empty")
@@ -216,6 +226,19 @@ def cached_evaluation(evaluation: Evaluation, checkpoint: Path, model) -> pd.Dat
     return frame
 
 
+def check_sweep_arguments(*, seeds, evaluate, epochs, eval_epochs) -> None:
+    """The user's values of :func:`sweep`, checked as the notebooks' parameters are (naming the parameter)."""
+    from dapo.parameters import ParameterError, epoch_list, integer, seed_list
+
+    seed_list("seeds", seeds)
+    integer(minimum=1, optional=True)("epochs", epochs)
+    if eval_epochs is not None:
+        epoch_list("eval_epochs", eval_epochs)
+    if not isinstance(evaluate, Evaluation):
+        raise ParameterError(f"evaluate={evaluate!r}: expected an Evaluation (binary_on(...), multitype_on(...) or "
+                             f"Evaluation(name, fn))")
+
+
 def sweep(cfg, method: str, run_dir: str | Path, *, grid, seeds: Sequence[int], evaluate: Evaluation,
           epochs: int | None = None, eval_epochs: Sequence[int] | None = None, backbone=None,
           device: str = "auto", precision: str = "auto", progress: bool = True) -> pd.DataFrame:
@@ -228,6 +251,7 @@ def sweep(cfg, method: str, run_dir: str | Path, *, grid, seeds: Sequence[int], 
     from dapo.checkpoint import epoch_path, load_trained
     from dapo.experiments import load_profile_backbone
 
+    check_sweep_arguments(seeds=seeds, evaluate=evaluate, epochs=epochs, eval_epochs=eval_epochs)
     settings = grid_settings(grid)
     fields = list(dict.fromkeys(key for setting in settings for key in setting))
     backbone = backbone or load_profile_backbone(cfg, device)

@@ -221,3 +221,53 @@ def test_labels_and_masks_that_disagree_are_stated_once_per_product():
         warnings.simplefilter("error")
         evaluator.add("pcb", maps.max(axis=(1, 2)), labels, maps, empty)  # stated already for this product
         BinaryEvaluator().add("pcb", maps.max(axis=(1, 2)), labels, maps, masks.astype(np.uint8) * 255)
+
+
+# ----------------------------------------------------------------------------- other entry points
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(image_size=2.7), "image_size must be a positive integer, got 2.7"),
+    (dict(image_size="32"), "image_size must be a positive integer, got '32'"),
+    (dict(products="pcb1"), "products must be a list of product names .*got 'pcb1'"),
+    (dict(exclude_multi_defect="no"), "exclude_multi_defect must be True or False, got 'no'"),
+])
+def test_open_dataset_refuses_values_it_would_have_bent(tmp_path, kwargs, message):
+    root = _tree("visa", tmp_path, "pcb1", ("melt",))
+    kwargs.setdefault("image_size", SIZE)
+    with pytest.raises(ValueError, match=message):
+        open_dataset("visa", root, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seeds=[]), r"seeds=\[\]: expected a non-empty list of integers >= 0"),
+    (dict(seeds=[0, 0]), "seeds must be distinct"),
+    (dict(eval_epochs=[0, 1]), r"eval_epochs=\[0, 1\]: expected a non-empty list of epochs >= 1"),
+    (dict(epochs=0), "epochs=0: must be >= 1"),
+    (dict(evaluate=lambda model: None), "evaluate=.*expected an Evaluation"),
+    (dict(grid={"lam": []}), r"grid\['lam'\]=\[\]: expected a non-empty list of values"),
+    (dict(grid={"lam": "1,4"}), r"grid\['lam'\]='1,4': expected a non-empty list"),
+    (dict(grid="lam"), "grid='lam': expected a dict of field -> values or a list of dicts"),
+])
+def test_sweep_checks_its_arguments_before_any_work(kwargs, message):
+    from dapo.sweep import Evaluation, sweep
+
+    arguments = dict(grid={"lam": [1.0]}, seeds=[0], evaluate=Evaluation("x", lambda model: None))
+    arguments.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        sweep(None, "dapo", "unused", backbone=object(), progress=False, **arguments)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(image_steps=-1), "PretrainConfig.image_steps=-1: expected an integer >= 0"),
+    (dict(image_steps=0, text_steps=0), "nothing to train"),
+    (dict(lr=0.0), "PretrainConfig.lr=0.0: expected a finite number > 0"),
+    (dict(betas=(0.9, 1.5)), r"PretrainConfig.betas=\(0.9, 1.5\): expected two numbers in \[0, 1\)"),
+    (dict(precision="fp16"), "PretrainConfig.precision='fp16': expected one of 'auto', 'fp32', 'bf16'"),
+    (dict(text_batch=1), "PretrainConfig.text_batch=1: expected an integer >= 2"),
+])
+def test_pretraining_settings_are_checked_when_made(kwargs, message):
+    from dapo.synthetic.pretrain_config import PretrainConfig
+
+    with pytest.raises(ValueError, match=message):
+        PretrainConfig(**kwargs)
