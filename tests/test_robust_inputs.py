@@ -271,3 +271,21 @@ def test_pretraining_settings_are_checked_when_made(kwargs, message):
 
     with pytest.raises(ValueError, match=message):
         PretrainConfig(**kwargs)
+
+
+def test_an_image_listed_twice_is_named_not_evaluated_twice(tmp_path):
+    root = _tree("visa", tmp_path / "visa", "pcb1", ("melt",))
+    split = root / "split_csv/1cls.csv"
+    lines = split.read_text().splitlines()
+    split.write_text("\n".join([*lines, lines[-1]]) + "\n")
+    with pytest.raises(AnnotationFormatError, match=rf"1cls\.csv: image '.*' is listed twice \(lines {len(lines)} "
+                                                    rf"and {len(lines) + 1}\)"):
+        open_dataset("visa", root, image_size=SIZE)
+    real = _tree("real_iad", tmp_path / "real", "mint", ("YW",))
+    path = real / "realiad_jsons/realiad_jsons_sv/mint.json"
+    document = json.loads(path.read_text())
+    document["test"].append(document["test"][0])
+    path.write_text(json.dumps(document))
+    last = len(document["test"]) - 1
+    with pytest.raises(AnnotationFormatError, match=rf"image_path '.*' is listed twice \(test\[0\] and test\[{last}\]\)"):
+        open_dataset("real_iad", real, image_size=SIZE)

@@ -55,6 +55,19 @@ def check_values(path: Path, rows: Iterable[dict[str, str]], column: str, allowe
                                         f"{', '.join(map(repr, allowed))}")
 
 
+def check_unique(path: Path, values: Sequence[str], what: str, *, json_list: str | None = None) -> None:
+    """Refuse a file that lists the same ``what`` twice (it would be evaluated twice), naming both places:
+    CSV lines (2 = first row) or, with ``json_list``, the indices of that JSON list."""
+    seen: dict[str, int] = {}
+    first = 2 if json_list is None else 0
+    for number, value in enumerate(values, start=first):
+        if value in seen:
+            where = f"lines {seen[value]} and {number}" if json_list is None else \
+                f"{json_list}[{seen[value]}] and {json_list}[{number}]"
+            raise AnnotationFormatError(f"{path}: {what} {value!r} is listed twice ({where}); each must appear once")
+        seen[value] = number
+
+
 def read_json(path: Path, layout: str) -> Any:
     """A JSON document, or :class:`AnnotationFormatError` naming the file and the decoding problem."""
     try:

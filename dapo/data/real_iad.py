@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from dapo.data.annotations import AnnotationFormatError, check_entry, read_json
+from dapo.data.annotations import AnnotationFormatError, check_entry, check_unique, read_json
 from dapo.data.base import AnomalyDataset, DatasetRootError, MissingMaskError, Record
 from dapo.data.knowledge import UnknownDefectError, product_key
 from dapo.data.layouts import REAL_IAD_JSON_DIR, REAL_IAD_NORMAL_CLASS
@@ -106,6 +106,7 @@ class RealIAD(AnomalyDataset):
         normal = meta.get("normal_class", REAL_IAD_NORMAL_CLASS)
         for index, entry in enumerate(document[split]):
             check_entry(json_path, f"{split}[{index}]", entry, ENTRY_KEYS)
+        check_unique(json_path, [str(entry["image_path"]) for entry in document[split]], "image_path", json_list=split)
         records = []
         for entry in sorted(document[split], key=lambda item: str(item["image_path"])):
             image = folder / entry["image_path"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dapo.data.annotations import check_values, read_csv_rows
+from dapo.data.annotations import check_unique, check_values, read_csv_rows
 from dapo.data.base import AnomalyDataset, DatasetRootError, MissingMaskError, Record
 from dapo.data.knowledge import UnknownDefectError, normalise_label, product_key
 from dapo.data.layouts import VISA_SPLIT_CSV
@@ -55,6 +55,7 @@ class VisA(AnomalyDataset):
         rows = read_csv_rows(path, SPLIT_COLUMNS, "the VisA 1-class split (split_csv/1cls.csv)")
         check_values(path, rows, "split", SPLIT_VALUES)
         check_values(path, rows, "label", SPLIT_LABELS)
+        check_unique(path, [row["image"] for row in rows], "image")
         return rows
 
     def _product_names(self) -> list[str]:
