@@ -332,12 +332,22 @@ def defaults(notebook: str) -> dict[str, Any]:
     return {p.name: p.default for p in parameters_for(notebook)}
 
 
+def _guesses(unknown: list[str], known) -> str:
+    """``" (did you mean 'epochs'?)"`` for the unknown names that are close to a known one."""
+    from dapo.suggest import closest
+
+    pairs = [(name, closest(name, known)) for name in unknown]
+    said = ", ".join(f"{guess!r} for {name!r}" for name, guess in pairs if guess)
+    return f" (did you mean {said}?)" if said else ""
+
+
 def validate(notebook: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``values`` (missing names take their defaults; unknown names are refused)."""
     params = {p.name: p for p in parameters_for(notebook)}
     unknown = sorted(set(values) - set(params))
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}; known: {', '.join(params)}")
+        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}{_guesses(unknown, params)}; "
+                             f"known: {', '.join(params)}")
     checked = {}
     for name, param in params.items():
         checked[name] = param.check(name, _from_text(param, values.get(name, param.default)))
@@ -381,7 +391,8 @@ def from_namespace(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any
     known = {p.name for p in parameters_for(notebook)}
     unknown = sorted(injected_names(namespace.get("In")) - known)
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}; known: {', '.join(sorted(known))}")
+        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}{_guesses(unknown, known)}; "
+                             f"known: {', '.join(sorted(known))}")
     return validate(notebook, {name: namespace[name] for name in known if name in namespace})
 
 

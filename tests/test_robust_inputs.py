@@ -289,3 +289,9 @@ def test_an_image_listed_twice_is_named_not_evaluated_twice(tmp_path):
     last = len(document["test"]) - 1
     with pytest.raises(AnnotationFormatError, match=rf"image_path '.*' is listed twice \(test\[0\] and test\[{last}\]\)"):
         open_dataset("real_iad", real, image_size=SIZE)
+
+
+def test_a_misspelt_notebook_parameter_name_gets_the_closest_known_one():
+    with pytest.raises(ParameterError, match=r"unknown parameter\(s\) \['epoch', 'zzz'\] for 03_multitype "
+                                             r"\(did you mean 'epochs' for 'epoch'\?\); known: profile"):
+        validate("03_multitype", {"epoch": 3, "zzz": 1})
