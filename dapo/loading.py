@@ -27,7 +27,7 @@ def is_torchscript(path: str | Path) -> bool:
     """Whether ``path`` is a TorchScript archive (a zip holding compiled code, e.g. OpenAI's original ``.pt``)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return any(name.endswith("/code/") or "/code/" in name for name in archive.namelist())
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
     except (zipfile.BadZipFile, OSError):
         return False
 

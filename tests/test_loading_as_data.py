@@ -8,12 +8,16 @@ import warnings
 from pathlib import Path
 
 import pytest
+import test_cli
 import torch
 from torch.utils.data import default_collate
 
 from dapo.config import DAPOConfig
 from dapo.loading import UnsafeFileError, load_state
 from dapo.model import DAPO
+
+trained = test_cli.trained  # the CLI tests' tiny trained run and its checkpoint, for the command-line case
+checkpoint = test_cli.checkpoint
 
 
 class _RunsCode:
@@ -130,3 +134,18 @@ def test_a_plain_state_dict_still_loads(tiny_model_name, tiny_backbone, tmp_path
     loaded = load_backbone(tiny_model_name, None, image_size=32, checkpoint=path)
     key = "visual.conv1.weight"
     assert torch.equal(loaded.clip.state_dict()[key], tiny_backbone.clip.state_dict()[key])
+
+
+def test_the_command_line_refuses_crafted_clip_weights_in_one_line(capsys, tmp_path, crafted, request):
+    from test_cli import dapo, error_line, images_folder
+
+    checkpoint = request.getfixturevalue("checkpoint")
+
+    write, _ = crafted
+    weights = write(tmp_path / "ViT-L-14-336.pt")
+    images_folder(tmp_path / "photos")
+    code, err = dapo(capsys, "predict", tmp_path / "photos", "--defects", "scratch", "--checkpoint", checkpoint,
+                     "--clip-weights", weights, "--out", tmp_path / "out", "--no-progress")
+    assert code == 2 and f"backbone weights {weights} hold more than tensors" in error_line(err)
+    assert not (tmp_path / "out" / "predictions.csv").exists()
+
