@@ -95,10 +95,18 @@ def dataset_key(dataset: Any) -> Any:
             "images": len(records), "records_sha256": paths.hexdigest()}
 
 
+def _check_datasets(datasets: Any) -> None:
+    if not isinstance(datasets, Mapping) or not datasets or not all(isinstance(k, str) for k in datasets):
+        raise ValueError(f"datasets={datasets!r}: expected a non-empty dict of dataset name -> opened dataset, "
+                         f"e.g. {{'visa': open_profile_dataset(cfg, 'visa')}}")
+
+
 def binary_on(datasets: Mapping[str, Any], *, device: str = "auto", per_product: bool = False,
               name: str | None = None) -> Evaluation:
     """Dataset-mean binary metrics (image AUROC/AP/F1-max, pixel AUROC/AP/F1-max/AUPRO) on each dataset;
     ``per_product``: every product's too, in a ``product`` column (the dataset mean as ``"mean"``)."""
+    _check_datasets(datasets)
+
     def fn(model) -> pd.DataFrame:
         rows = []
         for dataset_name, dataset in datasets.items():
@@ -114,6 +122,8 @@ def binary_on(datasets: Mapping[str, Any], *, device: str = "auto", per_product:
 
 def multitype_on(datasets: Mapping[str, Any], *, device: str = "auto", name: str = "multitype/1") -> Evaluation:
     """Dataset-level multi-type pixel AUROC / AP / F1 (macro) on each dataset."""
+    _check_datasets(datasets)
+
     def fn(model) -> pd.DataFrame:
         rows = []
         for dataset_name, dataset in datasets.items():
@@ -206,7 +216,10 @@ def read_cached(path: Path, key: dict) -> pd.DataFrame | None:
 def cached_evaluation(evaluation: Evaluation, checkpoint: Path, model) -> pd.DataFrame:
     """``evaluation(model)``, cached beside ``checkpoint`` (module docstring): read back only when its
     key file says it is complete and was produced by the same code, evaluation, checkpoint bytes,
-    backbone and precision (``"auto"`` resolved now: an fp32 run never reads a bf16 run's numbers)."""
+    backbone and precision (``"auto"`` resolved now: an fp32 run never reads a bf16 run's numbers).
+
+    Trusts its caller (:func:`sweep`, :mod:`dapo.fidelity`): ``model`` must be the model of ``checkpoint``.
+    """
     from dapo.atomic import atomic_path, write_text
     from dapo.precision import resolve_precision
 

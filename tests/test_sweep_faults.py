@@ -140,3 +140,29 @@ def test_a_pickle_in_place_of_a_cache_is_never_unpickled(cfg, tiny_backbone, tmp
     assert f"note: evaluation cache {entry} does not match the hash" in capsys.readouterr().err
     assert calls == [1.0, 16.0, 1.0] and table["value"].tolist() == [1.0, 16.0]
     assert not (tmp_path / "CODE_RAN").exists()
+
+
+def test_a_disk_that_fills_while_the_key_file_is_written_leaves_an_entry_that_is_recomputed(
+        cfg, tiny_backbone, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import dapo.atomic
+
+    real = dapo.atomic.write_text
+
+    def full(path, text):
+        if str(path).endswith(".key.json"):  # the disk fills just as the cache's key file is written
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, text)
+
+    calls = []
+    monkeypatch.setattr(dapo.atomic, "write_text", full)
+    with pytest.raises(OSError, match="No space left on device"):
+        run(cfg, tiny_backbone, tmp_path, counting(calls))
+    (entry,) = caches(tmp_path, 1.0)  # the table was written, its key file was not
+    assert not entry.with_name(entry.name + ".key.json").exists()
+    monkeypatch.setattr(dapo.atomic, "write_text", real)
+    capsys.readouterr()
+    table = run(cfg, tiny_backbone, tmp_path, counting(calls))
+    assert calls == [1.0, 1.0, 16.0] and table["value"].tolist() == [1.0, 16.0]
+    assert f"note: evaluation cache {entry} has no key file" in capsys.readouterr().err
