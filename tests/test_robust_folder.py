@@ -70,3 +70,29 @@ def test_image_formats_the_loaders_do_not_read_are_stated_not_skipped_in_silence
                                                 r"read are skipped \(e.g. .*extra.gif"):
         images = list_images(root / "good")
     assert [p.name for p in images] == ["000.png", "001.png"]
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((6, 5), r"images far smaller than the 32 px input are upsampled .*: 5x6 px\)"),
+    ((40, 200), r"images far from square are resized to 32x32 without keeping their aspect ratio.*: 200x40 px\)"),
+])
+def test_tiny_and_skinny_images_are_stated_alike_by_the_loaders_and_predict(tmp_path, shape, message):
+    from dapo.cli.predict import ImageFiles
+
+    root = tmp_path / "widget"
+    write_folder(root, {"good": 1, "scratch": 1}, shape=shape)
+    dataset = open_dataset("folder", root, image_size=32)
+    with pytest.warns(UserWarning, match=message) as caught:
+        dataset[0]
+    loader_message = next(str(w.message) for w in caught if "px input" in str(w.message) or "square" in str(w.message))
+    image_module._STATED.clear()
+    with pytest.warns(UserWarning, match=message) as caught:
+        ImageFiles([dataset.records[0].path], 32, None, None)[0]
+    assert loader_message in [str(w.message) for w in caught]
+    if shape == (6, 5):  # the same image against an input it is not far below: nothing to state
+        import warnings
+
+        image_module._STATED.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            open_dataset("folder", root, image_size=12)[0]

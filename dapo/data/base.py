@@ -36,7 +36,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dapo.data.images import SuspiciousMaskWarning, clip_tensor, normalisation, read_label_map, read_rgb, state_once
+from dapo.data.images import (
+    SuspiciousMaskWarning,
+    check_geometry,
+    clip_tensor,
+    normalisation,
+    read_label_map,
+    read_rgb,
+    state_once,
+)
 from dapo.data.knowledge import DatasetKnowledge, load_knowledge, product_key
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -223,6 +231,7 @@ class AnomalyDataset(Dataset):
         record = self.records[index]
         defects = self._defects[index]
         image = read_rgb(record.path)
+        check_geometry(record.path, image.shape, self.image_size)
         types = np.zeros(image.shape[:2], dtype=np.int64)
         if record.native:
             raw = read_label_map(record.mask_path)

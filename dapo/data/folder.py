@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from dapo.data.base import IMAGE_SUFFIXES, AnomalyDataset, DatasetRootError, MissingMaskError, Record
-from dapo.data.images import SuspiciousMaskWarning, clip_tensor, read_rgb, state_once
+from dapo.data.images import SuspiciousMaskWarning, check_geometry, clip_tensor, read_rgb, state_once
 from dapo.data.knowledge import DatasetKnowledge, normalise_label, product_key
 from dapo.vocabulary import check_vocabulary, normalise_name
 
@@ -190,6 +190,8 @@ class FolderDataset(AnomalyDataset):
         if not record.native or record.mask_path is not None:
             return super().__getitem__(index)
         size = self.image_size  # image-level dataset (no masks/): a defect image with an empty pixel mask
-        return {"image": clip_tensor(read_rgb(record.path), size, self.mean, self.std),
+        rgb = read_rgb(record.path)
+        check_geometry(record.path, rgb.shape, size)
+        return {"image": clip_tensor(rgb, size, self.mean, self.std),
                 "mask": torch.zeros(size, size), "type_mask": torch.zeros(size, size, dtype=torch.int64),
                 "label": 1, "product": record.product, "defects": self._defects[index], "path": record.path}

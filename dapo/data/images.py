@@ -16,6 +16,10 @@ Images (:func:`read_rgb`)::
     F (float)             values in [0, 1]: round(255 v) (warning); others refused
     anything else         refused (UnsupportedImageError)
 
+Every image is resized to the square input (:func:`clip_tensor`); one far smaller than the
+input (shorter side below a quarter of it) or far from square (over 4:1) is stated once
+(:func:`check_geometry`), by the loaders and ``dapo predict`` alike.
+
 Colour files with 16 bits per channel are decoded by Pillow to their high byte (``v // 256``),
 which is stated. Multi-frame files give their first frame and EXIF orientation tags are not
 applied (pixels as stored, like the masks drawn on them); both are stated.
@@ -95,6 +99,24 @@ def to_clip_tensor(pixels: np.ndarray, mean: Sequence[float] | None = None,
     mean, std = normalisation(mean, std)
     tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1).float() / 255.0
     return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+SMALL_FACTOR = 4  # an image whose shorter side is below size / 4 is upsampled more than 4x
+ASPECT_LIMIT = 4  # a longer side over 4x the shorter one is squashed to a square more than 4:1
+
+
+def check_geometry(path: str | Path, shape: tuple[int, ...], size: int) -> None:
+    """State once (per kind) an image far smaller than the input size or far from square: both are
+    resized to ``size x size`` as every image is (bicubic, aspect ratio not kept), but such images
+    lose detail or are distorted compared with the benchmarks'. Loaders and ``dapo predict`` share it."""
+    height, width = shape[:2]
+    if min(height, width) * SMALL_FACTOR < size:
+        state_once("image small", f"images far smaller than the {size} px input are upsampled (bicubic), so "
+                                  f"their anomaly maps are coarse (e.g. {path}: {width}x{height} px)")
+    if max(height, width) > ASPECT_LIMIT * min(height, width):
+        state_once("image aspect", f"images far from square are resized to {size}x{size} without keeping their "
+                                   f"aspect ratio, so they are squashed (e.g. {path}: {width}x{height} px); crop "
+                                   f"them into near-square tiles for pixel-level use")
 
 
 def clip_tensor(image: np.ndarray, size: int, mean: Sequence[float] | None = None,
