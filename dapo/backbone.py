@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import socket
 import weakref
 from dataclasses import dataclass
@@ -535,6 +536,25 @@ def _create_at_size(model_name: str, weights: str | None, image_size: int, quick
     return sized
 
 
+def _create_as_data(model_name: str, weights: str | None, image_size: int, quick_gelu: bool) -> nn.Module:
+    """:func:`_create_at_size`, reading ``weights`` as data only (OpenCLIP's ``torch.load(weights_only=True)``,
+    or safetensors); a TorchScript archive or a pickle that needs more is refused naming the file."""
+    from dapo.loading import UnsafeFileError, is_torchscript
+
+    way_out = ("use the OpenCLIP weights of the tag (open_clip_model.safetensors or open_clip_pytorch_model.bin "
+               "from the hub) or a state dict saved with torch.save")
+    if weights is not None and not str(weights).endswith(".safetensors") and is_torchscript(weights):
+        raise UnsafeFileError(f"backbone weights {weights} are a TorchScript archive (e.g. OpenAI's original "
+                              f"release): loading one loads its program, so it is not read; {way_out}")
+    try:
+        return _create_at_size(model_name, weights, image_size, quick_gelu)
+    except pickle.UnpicklingError as error:
+        from dapo.loading import _reason
+
+        raise UnsafeFileError(f"backbone weights {weights} hold more than tensors and plain values (loading them "
+                              f"could run code), so they are not read ({_reason(error)}); {way_out}") from None
+
+
 def load_backbone(model_name: str = "ViT-L-14-336", pretrained: str | None = "openai", *, image_size: int = 518,
                   tap_layers: tuple[int, ...] | list[int] | None = None, device: str | torch.device = "cpu",
                   checkpoint: str | os.PathLike | None = None, quick_gelu: bool | None = None) -> Backbone:
@@ -554,7 +574,9 @@ def load_backbone(model_name: str = "ViT-L-14-336", pretrained: str | None = "op
         of 24 layers).
     checkpoint:
         A local weights file used instead of downloading ``pretrained``; a known tag still
-        sets its QuickGELU flag and normalisation.
+        sets its QuickGELU flag and normalisation. Weights are read as data only
+        (safetensors, or ``torch.load(weights_only=True)``): a TorchScript archive or a pickle
+        that would run code is refused (:class:`dapo.loading.UnsafeFileError`).
     quick_gelu:
         Force QuickGELU; ``None`` takes it from the tag (OpenAI weights need it).
     """
@@ -566,7 +588,7 @@ def load_backbone(model_name: str = "ViT-L-14-336", pretrained: str | None = "op
     if source.download:
         source = WeightsSource(open_clip.download_pretrained(source.tag_cfg), source.tag_cfg)
     use_quick_gelu = bool(source.tag_cfg.get("quick_gelu", False)) if quick_gelu is None else quick_gelu
-    clip = _create_at_size(model_name, source.path, image_size, use_quick_gelu).to(device)
+    clip = _create_as_data(model_name, source.path, image_size, use_quick_gelu).to(device)
     return Backbone(clip, model_name=model_name, pretrained=pretrained, image_size=image_size,
                     tap_layers=tuple(tap_layers) if tap_layers else None, mean=source.tag_cfg.get("mean"),
                     std=source.tag_cfg.get("std"), weights=source.describe()).to(device)

@@ -133,7 +133,7 @@ def evaluate_variant(cfg, method: str, run_dir: str | Path, *, seed: int, varian
     ``overrides``) at ``epoch`` (default the profile's), cached beside its checkpoint under
     ``<evaluation>@<variant>``. Returns ``seed, epoch, dataset, metric, value`` rows."""
     from dapo.experiments import find_checkpoint, non_default, train_or_load
-    from dapo.sweep import Evaluation, _cached
+    from dapo.sweep import Evaluation, cached_evaluation
 
     overrides = non_default(method, dict(overrides or {}))
     model, history = train_or_load(cfg, method, run_dir, seed=seed, epochs=epoch, backbone=backbone, device=device,
@@ -142,8 +142,8 @@ def evaluate_variant(cfg, method: str, run_dir: str | Path, *, seed: int, varian
         raise ValueError(f"{method} is training-free: it has no checkpoint to evaluate a variant of")
     trained = int(history["epoch"].max())
     path = find_checkpoint(run_dir, method, seed, overrides, trained)
-    named = Evaluation(f"{evaluate.name}@{variant}", evaluate.fn)
-    return _cached(named, path, transform(model)).assign(seed=seed, epoch=trained)
+    named = Evaluation(f"{evaluate.name}@{variant}", evaluate.fn, evaluate.key)
+    return cached_evaluation(named, path, transform(model)).assign(seed=seed, epoch=trained)
 
 
 def evaluate_settings(cfg, method: str, run_dir: str | Path, *, settings: Sequence[Mapping[str, Any]],

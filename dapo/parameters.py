@@ -82,12 +82,35 @@ def existing_file(name: str, value: Any) -> Any:
     return value
 
 
+def _check_dataset_name(name: str, value: str) -> None:
+    """Refuse a dataset name no loader opens (a knowledge-base name, ``folder`` or a knowledge YAML path),
+    naming the closest known name; whether the profile uses it is :func:`dapo.profiles.resolve_profile`'s check."""
+    from dapo.profiles import openable_datasets
+    from dapo.suggest import unknown_name
+
+    if value not in openable_datasets() and Path(value).suffix not in (".yaml", ".yml"):
+        raise ParameterError(f"{name}: {unknown_name('dataset', value, openable_datasets())}")
+
+
+def dataset_name(name: str, value: Any) -> Any:
+    """A known dataset name or None (the profile's default)."""
+    if value is None:
+        return None
+    text()(name, value)
+    _check_dataset_name(name, value)
+    return value
+
+
 def dataset_roots_dict(name: str, value: Any) -> Any:
     if value is None:
         return None
     if not isinstance(value, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise ParameterError(f"{name}={value!r}: expected a dict of dataset name -> folder, "
                              f"e.g. {{\"visa\": \"/data/VisA_20220922\"}}")
+    for key, folder in value.items():
+        _check_dataset_name(f"{name}[{key!r}]", key)
+        if not folder.strip():
+            raise ParameterError(f"{name}[{key!r}]={folder!r}: expected a folder")
     return dict(value)
 
 
@@ -117,6 +140,10 @@ def dataset_list(optional: bool = True) -> Callable[[str, Any], Any]:
             return None
         if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
             raise ParameterError(f"{name}={value!r}: expected a non-empty list of dataset names")
+        for index, item in enumerate(value):
+            _check_dataset_name(f"{name}[{index}]", item)
+        if len(set(value)) != len(value):
+            raise ParameterError(f"{name}={value!r}: a dataset is named twice")
         return list(value)
     return check
 
@@ -212,7 +239,7 @@ COMMON: tuple[Parameter, ...] = (
     Parameter("precision", "auto", '"auto" (bf16 on CUDA and bf16-capable CPUs, else fp32), "fp32" or "bf16"',
               choice(*PRECISIONS)),
     Parameter("epochs", None, "training epochs; default: the profile's", integer(minimum=1, optional=True)),
-    Parameter("train_dataset", None, 'training dataset; default: the profile\'s (paper: "mvtec")', text()),
+    Parameter("train_dataset", None, 'training dataset; default: the profile\'s (paper: "mvtec")', dataset_name),
     Parameter("target_datasets", None, "zero-shot test datasets; default: the profile's", dataset_list()),
     Parameter("output_dir", None, "tables; default results/<profile>", text()),
     Parameter("figures_dir", None, "figures; default figures/<profile>", text()),
@@ -305,12 +332,22 @@ def defaults(notebook: str) -> dict[str, Any]:
     return {p.name: p.default for p in parameters_for(notebook)}
 
 
+def _guesses(unknown: list[str], known) -> str:
+    """``" (did you mean 'epochs'?)"`` for the unknown names that are close to a known one."""
+    from dapo.suggest import closest
+
+    pairs = [(name, closest(name, known)) for name in unknown]
+    said = ", ".join(f"{guess!r} for {name!r}" for name, guess in pairs if guess)
+    return f" (did you mean {said}?)" if said else ""
+
+
 def validate(notebook: str, values: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``values`` (missing names take their defaults; unknown names are refused)."""
     params = {p.name: p for p in parameters_for(notebook)}
     unknown = sorted(set(values) - set(params))
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}; known: {', '.join(params)}")
+        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}{_guesses(unknown, params)}; "
+                             f"known: {', '.join(params)}")
     checked = {}
     for name, param in params.items():
         checked[name] = param.check(name, _from_text(param, values.get(name, param.default)))
@@ -354,7 +391,8 @@ def from_namespace(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any
     known = {p.name for p in parameters_for(notebook)}
     unknown = sorted(injected_names(namespace.get("In")) - known)
     if unknown:
-        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}; known: {', '.join(sorted(known))}")
+        raise ParameterError(f"unknown parameter(s) {unknown} for {notebook}{_guesses(unknown, known)}; "
+                             f"known: {', '.join(sorted(known))}")
     return validate(notebook, {name: namespace[name] for name in known if name in namespace})
 
 

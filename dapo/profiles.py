@@ -9,6 +9,8 @@ starts and stops with one message that lists what to provide.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +78,15 @@ def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_roo
     method's own recipe (:class:`~dapo.config.TrainConfig`, 5 for DAPO) on the paper profile and
     2 (smoke: 1) on the synthetic one. ``train_dataset`` / ``target_datasets`` swap the roles of
     the profile's datasets (e.g. train on the VisA-style world, test on the MVTec-style one).
+
+    Every argument is checked here (:func:`check_arguments`): a wrong type or range stops with a
+    :class:`~dapo.parameters.ParameterError` naming the parameter, a dataset name that is not the
+    profile's nor a known dataset with a folder (a misspelt ``dataset_roots`` key, ``train_dataset``
+    or target) with a :class:`ProfileError` naming it, the known names and the closest one.
     """
+    check_arguments(profile=profile, smoke=smoke, data_root=data_root, dataset_roots=dataset_roots,
+                    backbone=backbone, pretrained=pretrained, checkpoint=checkpoint, image_size=image_size,
+                    epochs=epochs, train_dataset=train_dataset, target_datasets=target_datasets, check=check)
     root = Path(data_root) if data_root else data_dir()
     if profile == "synthetic":
         cfg = synthetic_defaults(root, smoke)
@@ -84,6 +94,7 @@ def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_roo
         cfg = paper_defaults(root)
     else:
         raise ProfileError(f"unknown profile {profile!r}: use 'synthetic' (default) or 'paper'")
+    own = tuple(cfg["dataset_roots"])
     if dataset_roots:
         cfg["dataset_roots"] = {**cfg["dataset_roots"], **{k: Path(v) for k, v in dataset_roots.items()}}
     for key, value in (("backbone", backbone), ("pretrained", pretrained), ("image_size", image_size),
@@ -92,11 +103,7 @@ def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_roo
             cfg[key] = value
     if target_datasets is not None:
         cfg["target_datasets"] = tuple(target_datasets)
-    known = sorted(cfg["dataset_roots"])
-    for name in (cfg["train_dataset"], *cfg["target_datasets"]):
-        if name not in cfg["dataset_roots"]:
-            raise ProfileError(f"dataset {name!r} is not part of the {profile!r} profile; known: {known} "
-                               f"(other folders: dataset_roots={{'{name}': '/path'}})")
+    check_dataset_names(profile, own, cfg["dataset_roots"], cfg["train_dataset"], cfg["target_datasets"])
     if cfg["train_dataset"] in cfg["target_datasets"]:
         raise ProfileError(f"train_dataset {cfg['train_dataset']!r} is also a target: zero-shot targets must be "
                            f"other datasets")
@@ -106,6 +113,64 @@ def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_roo
     if check and profile == "paper":
         check_paper_profile(resolved)
     return resolved
+
+
+def openable_datasets() -> tuple[str, ...]:
+    """Every dataset name :func:`dapo.data.open_dataset` accepts besides a knowledge YAML path."""
+    from dapo.data.knowledge import available_datasets
+    from dapo.data.registry import FOLDER
+
+    return (*available_datasets(), FOLDER)
+
+
+def _is_yaml(name: str) -> bool:
+    return Path(name).suffix in (".yaml", ".yml")
+
+
+def check_dataset_names(profile: str, own: tuple[str, ...], roots: dict, train: str, targets: tuple[str, ...]) -> None:
+    """Refuse a dataset name nobody can open or nobody uses, naming it, the known names and the closest.
+
+    A ``dataset_roots`` key must be one of the profile's datasets (``own``) or a dataset the run
+    uses (``train``/``targets``) that :func:`dapo.data.open_dataset` can open; a used name must
+    have a folder. Anything else would be ignored without a word (a misspelt key).
+    """
+    from dapo.suggest import unknown_name
+
+    used = (train, *targets)
+    openable = openable_datasets()
+    for name in roots:
+        if name not in own and name not in used:
+            raise ProfileError(f"dataset_roots: {unknown_name('dataset', name, own)} (the {profile!r} profile's "
+                               f"datasets; to add another, also name it in train_dataset or target_datasets)")
+    for role, name in [("train_dataset", train), *(("target_datasets", n) for n in targets)]:
+        if name not in roots:
+            raise ProfileError(f"{role}: {unknown_name('dataset', name, roots)} (the {profile!r} profile's "
+                               f"datasets and dataset_roots; another dataset needs dataset_roots={{'{name}': '/path'}})")
+        if name not in own and name not in openable and not _is_yaml(name):
+            raise ProfileError(f"{role}: {unknown_name('dataset', name, (*own, *openable))} (a dataset with a "
+                               f"knowledge file in dapo/data/knowledge, 'folder', or the path of a knowledge YAML)")
+
+
+def check_arguments(**values) -> None:
+    """Check the user's values of :func:`resolve_profile` (types and ranges), naming the parameter."""
+    from dapo.parameters import ParameterError, boolean, dataset_list, dataset_name, integer, text
+
+    boolean("smoke", values["smoke"])
+    boolean("check", values["check"])
+    integer(minimum=1, optional=True)("epochs", values["epochs"])
+    integer(minimum=1, optional=True)("image_size", values["image_size"])
+    for name in ("backbone", "pretrained"):
+        text()(name, values[name])
+    dataset_name("train_dataset", values["train_dataset"])
+    for name in ("data_root", "checkpoint"):
+        if values[name] is not None and not (isinstance(values[name], (str, os.PathLike)) and str(values[name]).strip()):
+            raise ParameterError(f"{name}={values[name]!r}: expected a path (str or pathlib.Path) or None")
+    dataset_list()("target_datasets", values["target_datasets"])
+    roots = values["dataset_roots"]
+    if roots is not None and (not isinstance(roots, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, (str, os.PathLike)) and str(v).strip() for k, v in roots.items())):
+        raise ParameterError(f"dataset_roots={roots!r}: expected a dict of dataset name -> folder, "
+                             f"e.g. {{\"visa\": \"/data/VisA_20220922\"}}")
 
 
 def check_paper_profile(cfg: ProfileConfig) -> None:

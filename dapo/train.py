@@ -43,6 +43,7 @@ from dapo.checkpoint import (  # noqa: F401
 )
 from dapo.checkpoint_store import folder_lock
 from dapo.config import TrainConfig
+from dapo.loading import load_state
 from dapo.losses import loss_terms
 from dapo.model import DAPO
 from dapo.precision import autocast, resolve_device, resolve_precision
@@ -172,7 +173,7 @@ def _resume(model: DAPO, optimizer: torch.optim.Optimizer, out_dir: Path, vocabu
                           f"overwritten: train into another folder (or delete this one yourself)")
     rows = _history_rows(out_dir, latest.epoch)
     load_learned(model, tensors, latest.path)
-    state = torch.load(state_file, map_location=model.device, weights_only=True)
+    state = load_state(state_file, "optimiser state", model.device)
     optimizer.load_state_dict(state["optimizer"])
     return latest.epoch, rows
 

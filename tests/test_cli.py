@@ -365,7 +365,7 @@ def test_unknown_datasets_and_missing_roots_are_one_line_errors(capsys, tmp_path
     with pytest.raises(SystemExit) as stop:
         main(["train", "--dataset", "mvtech", "--root", str(tmp_path), "--out", str(tmp_path / "run")])
     line = error_line(capsys.readouterr().err)
-    assert stop.value.code == 2 and "argument --dataset: invalid choice: 'mvtech'" in line
+    assert stop.value.code == 2 and "argument --dataset: unknown dataset 'mvtech'; did you mean 'mvtec'?" in line
     for dataset in ("folder", "mvtec"):
         code, err = dapo(capsys, "train", "--dataset", dataset, "--root", tmp_path / "nowhere", "--out",
                          tmp_path / "run", *TINY_BACKBONE)

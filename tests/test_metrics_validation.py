@@ -35,8 +35,8 @@ def image_data(seed: int = 0):
     return scores, labels
 
 
-def evaluate(scores, labels, maps, masks):
-    evaluator = BinaryEvaluator()
+def evaluate(scores, labels, maps, masks, **kwargs):
+    evaluator = BinaryEvaluator(**kwargs)
     evaluator.add("pcb", scores, labels, maps, masks)
     return evaluator.compute()
 
@@ -151,15 +151,17 @@ def test_multilabel_targets_follow_the_same_label_rule():
     assert evaluator.compute().per_class["support"].tolist() == [2, 2]
 
 
-def test_soft_and_0_255_masks_mean_greater_than_one_half():
+def test_0_255_masks_are_binary_and_soft_masks_need_a_threshold():
     maps, masks = small_maps()
     expected = pixel_metrics(maps, masks)
-    soft = np.where(masks, 0.75, 0.5).astype(np.float32)  # 0.5 itself is normal
-    assert pixel_metrics(maps, soft) == expected
     assert pixel_metrics(maps, masks.astype(np.uint8) * 255) == expected
-    assert pixel_metrics(maps, torch.from_numpy(soft).to(torch.bfloat16)) == expected
+    soft = np.where(masks, 0.75, 0.5).astype(np.float32)  # 0.5 itself is normal
+    with pytest.raises(ValueError, match=r"masks are not binary: values \[0.5, 0.75\]"):
+        pixel_metrics(maps, soft)
+    assert pixel_metrics(maps, soft, mask_threshold=0.5) == expected
+    assert pixel_metrics(maps, torch.from_numpy(soft).to(torch.bfloat16), mask_threshold=0.5) == expected
     scores = maps.max(axis=(1, 2))
-    pd.testing.assert_frame_equal(evaluate(scores, masks.any(axis=(1, 2)), maps, soft),
+    pd.testing.assert_frame_equal(evaluate(scores, masks.any(axis=(1, 2)), maps, soft, mask_threshold=0.5),
                                   evaluate(scores, masks.any(axis=(1, 2)), maps, masks))
 
 

@@ -26,10 +26,19 @@ def dataset_names() -> list[str]:
     return [*sorted(available_datasets()), FOLDER]
 
 
+def dataset_argument(text: str) -> str:
+    """``--dataset``'s type: a known name, else an error naming the closest known one."""
+    from dapo.suggest import unknown_name
+
+    if text not in dataset_names():
+        raise argparse.ArgumentTypeError(unknown_name("dataset", text, dataset_names()))
+    return text
+
+
 def add_dataset_arguments(parser: argparse.ArgumentParser, *, split_default: str) -> None:
     names = dataset_names()
     group = parser.add_argument_group("dataset")
-    group.add_argument("--dataset", required=True, choices=names, metavar="NAME",
+    group.add_argument("--dataset", required=True, type=dataset_argument, metavar="NAME",
                        help=f"dataset layout: {', '.join(names)}")
     group.add_argument("--root", required=True, metavar="DIR", help="the dataset's folder")
     group.add_argument("--split", default=split_default, choices=("test", "train", "all"),

@@ -76,7 +76,7 @@ def seen_in_training(defects, training_vocabulary) -> dict[str, bool]:
 
 def run(args: argparse.Namespace) -> int:
     from dapo.experiments import evaluate_binary, evaluate_multitype
-    from dapo.metrics import MetricUndefinedWarning
+    from dapo.metrics import MaskWarning, MetricUndefinedWarning
     from dapo.metrics.binary import IMAGE_METRICS
     from dapo.reporting import Provenance, save_table
     from dapo.tables import per_defect, per_product, pm_view
@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         if not with_masks:  # the pixel metrics of empty masks are undefined: not computed, not reported
             warnings.filterwarnings("ignore", message=r".*pixel.*", category=MetricUndefinedWarning)
+            warnings.filterwarnings("ignore", category=MaskWarning)  # defect images have no masks: stated once
         binary = _percent(evaluate_binary(model, dataset, **common))
     if not with_masks:
         binary = binary[list(IMAGE_METRICS)]

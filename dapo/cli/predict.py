@@ -158,12 +158,13 @@ class ImageFiles(Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict:
-        from dapo.data.images import CorruptImageError, clip_tensor, read_rgb
+        from dapo.data.images import CorruptImageError, check_geometry, clip_tensor, read_rgb
 
         try:
             rgb = read_rgb(self.paths[index])
         except (CorruptImageError, Image.DecompressionBombError) as error:
             return {"index": index, "error": one_line(error)}
+        check_geometry(self.paths[index], rgb.shape, self.size)
         return {"index": index, "rgb": rgb, "image": clip_tensor(rgb, self.size, self.mean, self.std)}
 
 

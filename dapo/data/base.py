@@ -36,7 +36,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dapo.data.images import SuspiciousMaskWarning, clip_tensor, normalisation, read_label_map, read_rgb, state_once
+from dapo.data.images import (
+    SuspiciousMaskWarning,
+    check_geometry,
+    clip_tensor,
+    normalisation,
+    read_label_map,
+    read_rgb,
+    state_once,
+)
 from dapo.data.knowledge import DatasetKnowledge, load_knowledge, product_key
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -128,8 +136,12 @@ class AnomalyDataset(Dataset):
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if vocab_scope not in VOCAB_SCOPES:
             raise ValueError(f"vocab_scope must be one of {VOCAB_SCOPES}, got {vocab_scope!r}")
-        if int(image_size) < 1:
-            raise ValueError(f"image_size must be positive, got {image_size}")
+        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or image_size < 1:
+            raise ValueError(f"image_size must be a positive integer, got {image_size!r}")
+        if products is not None and (isinstance(products, str) or not all(isinstance(p, str) for p in products)):
+            raise ValueError(f"products must be a list of product names (or None for all), got {products!r}")
+        if not isinstance(exclude_multi_defect, bool):
+            raise ValueError(f"exclude_multi_defect must be True or False, got {exclude_multi_defect!r}")
         self.knowledge = knowledge if knowledge is not None else load_knowledge(self.knowledge_name)
         self.name = self.knowledge.name
         self.root = Path(root)
@@ -219,6 +231,7 @@ class AnomalyDataset(Dataset):
         record = self.records[index]
         defects = self._defects[index]
         image = read_rgb(record.path)
+        check_geometry(record.path, image.shape, self.image_size)
         types = np.zeros(image.shape[:2], dtype=np.int64)
         if record.native:
             raw = read_label_map(record.mask_path)

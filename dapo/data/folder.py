@@ -5,7 +5,8 @@ Layout (``root`` is the folder passed as ``--root``)::
     <root>/good/<any/sub/path>/<name>.<png|jpg|...>        normal images
     <root>/<defect>/<any/sub/path>/<name>.<png|jpg|...>    images showing that defect
     <root>/masks/<defect>/<same sub/path>/<name>.png       optional: binary mask (nonzero = defect;
-                                                           <name>_mask.png is accepted too)
+                                                           <name>_mask.png is accepted too; .bmp, .tif
+                                                           and lossy .jpg, binarised at 128, too)
 
 No knowledge base is involved: the defect vocabulary is the set of defect folder names, with
 underscores read as spaces (``metal_contamination/`` is the defect "metal contamination"),
@@ -31,18 +32,25 @@ from pathlib import Path
 import torch
 
 from dapo.data.base import IMAGE_SUFFIXES, AnomalyDataset, DatasetRootError, MissingMaskError, Record
-from dapo.data.images import SuspiciousMaskWarning, clip_tensor, read_rgb
+from dapo.data.images import SuspiciousMaskWarning, check_geometry, clip_tensor, read_rgb, state_once
 from dapo.data.knowledge import DatasetKnowledge, normalise_label, product_key
 from dapo.vocabulary import check_vocabulary, normalise_name
 
 GOOD = "good"
 MASKS = "masks"
-MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
+MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")  # JPEG: binarised at 128 (dapo.data.images)
+#: Image formats Pillow may read that the loaders do not list: stated once, never skipped in silence.
+OTHER_IMAGE_SUFFIXES = (".webp", ".gif", ".jp2", ".jpe", ".jfif", ".heic", ".heif", ".avif", ".ppm", ".pgm", ".pbm",
+                        ".tga", ".ico", ".dib", ".pcx")
 FOLDER_HELP = (
     "  <root>/good/*.png                      normal images\n"
     "  <root>/<defect name>/*.png             one folder per defect (the folder name is the defect name)\n"
     "  <root>/masks/<defect name>/<name>.png  optional binary masks mirroring the defect folders"
 )
+
+
+class SkippedFileWarning(UserWarning):
+    """Files that look like images but are in a format the loaders do not read were skipped."""
 
 
 class FolderLayoutError(ValueError):
@@ -67,9 +75,15 @@ def _visible(path: Path, top: Path) -> bool:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, sorted), hidden files and folders skipped."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and _visible(p, folder))
+    """Image files under ``folder`` (recursively, sorted), hidden files and folders skipped; files in
+    other image formats (``.webp``, ``.gif``, ...) are skipped and stated once (convert them to PNG)."""
+    files = [p for p in folder.rglob("*") if p.is_file() and _visible(p, folder)]
+    other = sorted(p for p in files if p.suffix.lower() in OTHER_IMAGE_SUFFIXES)
+    if other:
+        state_once(f"other suffix {folder}", f"{len(other)} file(s) under {folder} in an image format the loaders "
+                                             f"do not read are skipped (e.g. {other[0]}; read: "
+                                             f"{', '.join(IMAGE_SUFFIXES)}): convert them to PNG", SkippedFileWarning)
+    return sorted(p for p in files if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def class_folders(root: Path) -> tuple[Path | None, dict[str, Path]]:
@@ -176,6 +190,8 @@ class FolderDataset(AnomalyDataset):
         if not record.native or record.mask_path is not None:
             return super().__getitem__(index)
         size = self.image_size  # image-level dataset (no masks/): a defect image with an empty pixel mask
-        return {"image": clip_tensor(read_rgb(record.path), size, self.mean, self.std),
+        rgb = read_rgb(record.path)
+        check_geometry(record.path, rgb.shape, size)
+        return {"image": clip_tensor(rgb, size, self.mean, self.std),
                 "mask": torch.zeros(size, size), "type_mask": torch.zeros(size, size, dtype=torch.int64),
                 "label": 1, "product": record.product, "defects": self._defects[index], "path": record.path}

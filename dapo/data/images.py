@@ -16,6 +16,10 @@ Images (:func:`read_rgb`)::
     F (float)             values in [0, 1]: round(255 v) (warning); others refused
     anything else         refused (UnsupportedImageError)
 
+Every image is resized to the square input (:func:`clip_tensor`); one far smaller than the
+input (shorter side below a quarter of it) or far from square (over 4:1) is stated once
+(:func:`check_geometry`), by the loaders and ``dapo predict`` alike.
+
 Colour files with 16 bits per channel are decoded by Pillow to their high byte (``v // 256``),
 which is stated. Multi-frame files give their first frame and EXIF orientation tags are not
 applied (pixels as stored, like the masks drawn on them); both are stated.
@@ -97,6 +101,24 @@ def to_clip_tensor(pixels: np.ndarray, mean: Sequence[float] | None = None,
     return (tensor - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
 
 
+SMALL_FACTOR = 4  # an image whose shorter side is below size / 4 is upsampled more than 4x
+ASPECT_LIMIT = 4  # a longer side over 4x the shorter one is squashed to a square more than 4:1
+
+
+def check_geometry(path: str | Path, shape: tuple[int, ...], size: int) -> None:
+    """State once (per kind) an image far smaller than the input size or far from square: both are
+    resized to ``size x size`` as every image is (bicubic, aspect ratio not kept), but such images
+    lose detail or are distorted compared with the benchmarks'. Loaders and ``dapo predict`` share it."""
+    height, width = shape[:2]
+    if min(height, width) * SMALL_FACTOR < size:
+        state_once("image small", f"images far smaller than the {size} px input are upsampled (bicubic), so "
+                                  f"their anomaly maps are coarse (e.g. {path}: {width}x{height} px)")
+    if max(height, width) > ASPECT_LIMIT * min(height, width):
+        state_once("image aspect", f"images far from square are resized to {size}x{size} without keeping their "
+                                   f"aspect ratio, so they are squashed (e.g. {path}: {width}x{height} px); crop "
+                                   f"them into near-square tiles for pixel-level use")
+
+
 def clip_tensor(image: np.ndarray, size: int, mean: Sequence[float] | None = None,
                 std: Sequence[float] | None = None) -> torch.Tensor:
     """``(H, W, 3)`` uint8 -> float32 ``[3, size, size]``: bicubic resize, then :func:`to_clip_tensor`."""
@@ -105,16 +127,31 @@ def clip_tensor(image: np.ndarray, size: int, mean: Sequence[float] | None = Non
 
 
 # ----------------------------------------------------------------------------- decoding
+def _too_large(path: str | Path, what: str, error: Exception) -> NoReturn:
+    raise UnsupportedImageError(f"cannot read {what} {path}: {error} Pillow refuses files above "
+                                f"{2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels (a guard against decompression bombs): "
+                                f"downscale it, or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file") from None
+
+
 def _load(path: str | Path, what: str) -> tuple[Image.Image, str]:
-    """Open and decode a file; also return the decoder's raw mode (it tells 16-bit colour apart)."""
+    """Open and decode a file; also return the decoder's raw mode (it tells 16-bit colour apart).
+
+    Files above Pillow's pixel limit (``PIL.Image.MAX_IMAGE_PIXELS``, twice which is a
+    decompression bomb) are refused with :class:`UnsupportedImageError` naming the file.
+    """
     try:
         image = Image.open(path)
+    except Image.DecompressionBombError as error:
+        _too_large(path, what, error)
     except (OSError, SyntaxError, ValueError) as error:
         raise CorruptImageError(f"cannot read {what} {path}: {error}") from error
     try:
         args = image.tile[0][3] if image.tile else ""
         rawmode = args if isinstance(args, str) else str(args[0]) if args else ""
         image.load()
+    except Image.DecompressionBombError as error:
+        image.close()
+        _too_large(path, what, error)
     except (OSError, SyntaxError, ValueError) as error:
         image.close()
         raise CorruptImageError(f"cannot read {what} {path}: {error}") from error

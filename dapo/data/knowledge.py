@@ -197,7 +197,10 @@ def load_knowledge(dataset: str | Path) -> DatasetKnowledge:
     if path.suffix not in (".yaml", ".yml"):
         path = KNOWLEDGE_DIR / f"{dataset}.yaml"
         if not path.is_file():
-            raise FileNotFoundError(f"no knowledge file for dataset {dataset!r}; available: {available_datasets()}")
+            from dapo.suggest import unknown_name
+
+            raise FileNotFoundError(f"no knowledge file for dataset {dataset!r}: "
+                                    + unknown_name("dataset", str(dataset), available_datasets()))
     return _load_file(str(path.resolve()))
 
 

@@ -17,16 +17,17 @@ every image, i.e. ``split="all"``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from dapo.data.annotations import AnnotationFormatError, check_entry, check_unique, read_json
 from dapo.data.base import AnomalyDataset, DatasetRootError, MissingMaskError, Record
 from dapo.data.knowledge import UnknownDefectError, product_key
 from dapo.data.layouts import REAL_IAD_JSON_DIR, REAL_IAD_NORMAL_CLASS
 
+ENTRY_KEYS = ("anomaly_class", "image_path")  # and mask_path for anomalous images
 RESOLUTIONS = ("realiad_1024", "realiad_512", "realiad_256", "realiad_raw")
 REAL_IAD_LAYOUT_HELP = (
     "  <root>/realiad_1024/<product>/{OK,NG/<code>}/S*/<image>.jpg (+ .png masks)\n"
@@ -94,15 +95,20 @@ class RealIAD(AnomalyDataset):
         return records
 
     def _index_product(self, product: str, json_path: Path, folder: Path, split: str) -> list[Record]:
-        try:
-            document = json.loads(json_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"cannot read Real-IAD annotation file {json_path}: {error}") from error
-        if split not in document:
-            raise ValueError(f"Real-IAD annotation file {json_path} has no {split!r} list")
-        normal = document.get("meta", {}).get("normal_class", REAL_IAD_NORMAL_CLASS)
+        document = read_json(json_path, "Real-IAD annotation")
+        if not isinstance(document, dict) or split not in document:
+            raise AnnotationFormatError(f"Real-IAD annotation file {json_path} has no {split!r} list; expected an "
+                                        f"object with the keys meta, train, test")
+        if not isinstance(document[split], list):
+            raise AnnotationFormatError(f"Real-IAD annotation file {json_path}: {split!r} is a "
+                                        f"{type(document[split]).__name__}, expected a list of entries")
+        meta = document.get("meta") if isinstance(document.get("meta"), dict) else {}
+        normal = meta.get("normal_class", REAL_IAD_NORMAL_CLASS)
+        for index, entry in enumerate(document[split]):
+            check_entry(json_path, f"{split}[{index}]", entry, ENTRY_KEYS)
+        check_unique(json_path, [str(entry["image_path"]) for entry in document[split]], "image_path", json_list=split)
         records = []
-        for entry in sorted(document[split], key=lambda item: item["image_path"]):
+        for entry in sorted(document[split], key=lambda item: str(item["image_path"])):
             image = folder / entry["image_path"]
             if not image.is_file():
                 raise DatasetRootError(f"image {image} listed in {json_path} does not exist")

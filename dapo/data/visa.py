@@ -18,11 +18,9 @@ defect type; for a multi-defect image that is an error (its types cannot be told
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
-
 import numpy as np
 
+from dapo.data.annotations import check_unique, check_values, read_csv_rows
 from dapo.data.base import AnomalyDataset, DatasetRootError, MissingMaskError, Record
 from dapo.data.knowledge import UnknownDefectError, normalise_label, product_key
 from dapo.data.layouts import VISA_SPLIT_CSV
@@ -35,9 +33,10 @@ VISA_LAYOUT_HELP = (
 )
 
 
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [{key.strip(): (value or "").strip() for key, value in row.items()} for row in csv.DictReader(handle)]
+SPLIT_COLUMNS = ("object", "split", "label", "image", "mask")
+ANNOTATION_COLUMNS = ("image", "label")  # the release's third column, mask, is read from 1cls.csv
+SPLIT_VALUES = ("train", "test")
+SPLIT_LABELS = ("normal", "anomaly")
 
 
 class VisA(AnomalyDataset):
@@ -53,7 +52,11 @@ class VisA(AnomalyDataset):
                 f"{self.knowledge.title} split file {path} not found; "
                 f"expected the VisA release layout:\n{self.layout_help}"
             )
-        return _read_csv(path)
+        rows = read_csv_rows(path, SPLIT_COLUMNS, "the VisA 1-class split (split_csv/1cls.csv)")
+        check_values(path, rows, "split", SPLIT_VALUES)
+        check_values(path, rows, "label", SPLIT_LABELS)
+        check_unique(path, [row["image"] for row in rows], "image")
+        return rows
 
     def _product_names(self) -> list[str]:
         return list(dict.fromkeys(product_key(row["object"]) for row in self._split_rows()))
@@ -75,7 +78,8 @@ class VisA(AnomalyDataset):
         path = self.root / folder / "image_anno.csv"
         if not path.is_file():
             raise DatasetRootError(f"{self.knowledge.title} annotation file {path} not found:\n{self.layout_help}")
-        return {row["image"]: row["label"] for row in _read_csv(path)}
+        rows = read_csv_rows(path, ANNOTATION_COLUMNS, "a VisA product annotation (<product>/image_anno.csv)")
+        return {row["image"]: row["label"] for row in rows}
 
     def _record(self, product: str, row: dict[str, str], annotations: dict[str, str]) -> Record:
         image = self.root / row["image"]

@@ -11,8 +11,9 @@
   Table 11): macro precision / recall / F1 per product, per type, co-firing counts, threshold curves.
 * One-shot functions :func:`image_metrics`, :func:`pixel_metrics`, :func:`aupro`.
 
-Input conventions (dtypes, labels 0/1 or bool, masks ``> 0.5``, NaN/inf rejected) and the NaN
-rule for undefined metrics: :mod:`dapo.metrics.validation`. Binning: :mod:`dapo.metrics.histogram`;
+Input conventions (dtypes, labels 0/1 or bool, NaN/inf rejected), the soft-mask rule (masks are
+binary, bool, 0/1 or integer 0/255, unless ``mask_threshold=t`` reads ``mask > t`` as anomalous)
+and the NaN rule for undefined metrics: :mod:`dapo.metrics.validation`. Binning: :mod:`dapo.metrics.histogram`;
 error bounds: :mod:`dapo.metrics.ranking`, :mod:`dapo.metrics.aupro`. Maps are evaluated as
 given: they are smoothed once, by the predictor (``DAPOConfig.smoothing_sigma``).
 """
@@ -24,7 +25,7 @@ from dapo.metrics.multilabel import MultiLabelEvaluator, MultiLabelResult
 from dapo.metrics.multitype import MultiTypeEvaluator, MultiTypeResult
 from dapo.metrics.pixel import aupro, pixel_metrics
 from dapo.metrics.ranking import RankedCounts
-from dapo.metrics.validation import MetricUndefinedWarning
+from dapo.metrics.validation import MaskWarning, MetricUndefinedWarning
 
 __all__ = [
     "AUPRO_DEFINITIONS",
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_BINS_PER_OCTAVE",
     "POOLED",
     "BinaryEvaluator",
+    "MaskWarning",
     "MetricUndefinedWarning",
     "MultiLabelEvaluator",
     "MultiLabelResult",

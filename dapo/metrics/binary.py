@@ -14,6 +14,7 @@ pixel level from the histograms, without per-pixel storage (:mod:`dapo.metrics.c
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,8 +26,10 @@ from dapo.metrics.histogram import DEFAULT_BINS_PER_OCTAVE, DEFAULT_EXACT_TOP, S
 from dapo.metrics.pixel import PIXEL_METRICS, PixelAccumulator, prepare_maps
 from dapo.metrics.ranking import RankedCounts
 from dapo.metrics.validation import (
+    MaskWarning,
     as_numpy,
     binary_labels,
+    check_mask_threshold,
     check_ndim,
     check_real,
     check_same_length,
@@ -71,6 +74,13 @@ class BinaryEvaluator:
     exact_top:
         How many of the highest distinct pixel scores each product's histogram counts exactly
         (:mod:`dapo.metrics.histogram`; 0: bins only).
+    mask_threshold:
+        ``None`` (default): masks must be binary (bool, 0/1, integer 0/255); a number ``t``: soft
+        masks, ``mask > t`` is anomalous (the soft-mask rule of :mod:`dapo.metrics.validation`).
+
+    An image labelled anomalous whose mask has no anomalous pixel, or one labelled normal whose
+    mask has some, is stated once per product with a :class:`~dapo.metrics.validation.MaskWarning`
+    (pixels count by their mask).
 
     Maps are evaluated as given (smoothing belongs to the predictor). Memory: per product, the
     pixel histograms (bounded by the range of scores, not the number of images) and the image
@@ -78,7 +88,8 @@ class BinaryEvaluator:
     """
 
     def __init__(self, *, bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE, pro_max_fpr: float = 0.3,
-                 exact_top: int = DEFAULT_EXACT_TOP):
+                 exact_top: int = DEFAULT_EXACT_TOP, mask_threshold: float | None = None):
+        self.mask_threshold = check_mask_threshold(mask_threshold)
         check_bins_per_octave(bins_per_octave)
         check_max_fpr(pro_max_fpr)
         if exact_top < 0:
@@ -89,17 +100,19 @@ class BinaryEvaluator:
         self._pixels: dict[str, PixelAccumulator] = {}
         self._image_scores: dict[str, list[np.ndarray]] = {}
         self._image_labels: dict[str, list[np.ndarray]] = {}
+        self._mask_label_warned: set[tuple[str, bool]] = set()
 
     def add(self, products: str | Sequence[str], image_scores, image_labels, maps, masks) -> None:
         """Add a batch: ``N`` product names (or one for all), ``(N,)`` image scores and 0/1 or bool
-        labels, ``(N,H,W)`` anomaly maps and ``(N,H,W)`` masks (bool, or numbers where ``> 0.5`` is
-        anomalous); numpy arrays or torch tensors of any float, int or bool dtype. An empty batch
-        is ignored.
+        labels, ``(N,H,W)`` anomaly maps and ``(N,H,W)`` masks (binary, or soft with the evaluator's
+        ``mask_threshold``); numpy arrays or torch tensors of any float, int or bool dtype. An empty
+        batch is ignored.
         """
-        maps_array, masks_array, low, high = prepare_maps(maps, masks, products)
+        maps_array, masks_array, low, high = prepare_maps(maps, masks, products, self.mask_threshold)
         names = products_for_batch(products, len(maps_array))
         scores, labels = image_inputs(image_scores, image_labels, names)
         check_same_length(image_scores=scores, image_labels=labels, maps=maps_array)
+        self._check_masks_match_labels(names, labels, masks_array)
         for product in dict.fromkeys(names):
             rows = np.array([name == product for name in names])
             if product not in self._pixels:
@@ -111,6 +124,22 @@ class BinaryEvaluator:
                 self._pixels[product].add(maps_array[rows], masks_array[rows])
             self._image_scores[product].append(scores[rows])
             self._image_labels[product].append(labels[rows])
+
+    def _check_masks_match_labels(self, names: list[str], labels: np.ndarray, masks: np.ndarray) -> None:
+        """State (once per product and kind) an anomalous image with an empty mask, a normal one with a mask."""
+        marked = masks.any(axis=(1, 2))
+        rule = "binary masks" if self.mask_threshold is None else f"mask > {self.mask_threshold:g}"
+        for anomalous, wrong, what in ((True, labels & ~marked, f"has no anomalous pixel ({rule})"),
+                                       (False, ~labels & marked, f"marks {{n}} pixels anomalous ({rule})")):
+            for index in np.flatnonzero(wrong):
+                if (names[index], anomalous) in self._mask_label_warned:
+                    continue
+                self._mask_label_warned.add((names[index], anomalous))
+                said = what.format(n=int(masks[index].sum()))
+                warnings.warn(f"product {names[index]!r}, batch index {index}: an image labelled "
+                              f"{'anomalous' if anomalous else 'normal'} whose mask {said}; its pixels count by "
+                              f"the mask in the pixel metrics (further cases of this product are not stated)",
+                              MaskWarning, stacklevel=3)
 
     @property
     def products(self) -> list[str]:

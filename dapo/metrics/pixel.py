@@ -2,6 +2,9 @@
 
 Maps are evaluated as given: they are smoothed once, by the predictor
 (:func:`dapo.inference.gaussian_smooth` with ``DAPOConfig.smoothing_sigma``), never here.
+
+Masks follow the soft-mask rule of :mod:`dapo.metrics.validation`: binary (bool, 0/1, integer
+0/255) unless ``mask_threshold=t`` is given, which reads ``mask > t`` as anomalous.
 """
 
 from __future__ import annotations
@@ -25,16 +28,17 @@ from dapo.metrics.validation import as_numpy, binary_masks, check_same_shape, fl
 PIXEL_METRICS = ("pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro", "pixel_aupro_official")
 
 
-def prepare_maps(maps, masks, products: str | Sequence[str] | None = None
+def prepare_maps(maps, masks, products: str | Sequence[str] | None = None, mask_threshold: float | None = None
                  ) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Validated float32 ``(N,H,W)`` maps, boolean masks (``mask > 0.5``) and the maps' min and max.
+    """Validated float32 ``(N,H,W)`` maps, boolean masks (the soft-mask rule, ``mask_threshold``) and
+    the maps' min and max.
 
     ``products`` (one name per map, or one for all) only names the sample in error messages.
     """
     maps = as_numpy(maps, "maps")
     names = None if products is None or maps.ndim == 0 else products_for_batch(products, len(maps))
     maps, low, high = float32_maps(maps, "maps", 3, "(N, H, W)", names)
-    masks = binary_masks(masks, "masks", names)
+    masks = binary_masks(masks, "masks", names, mask_threshold)
     check_same_shape(maps, "maps", masks, "masks")
     return maps, masks, low, high
 
@@ -93,26 +97,31 @@ class PixelAccumulator:
         }
 
 
-def _accumulate(maps, masks, bins_per_octave: int, max_fpr: float) -> PixelAccumulator:
-    maps, masks, low, high = prepare_maps(maps, masks)
+def _accumulate(maps, masks, bins_per_octave: int, max_fpr: float, mask_threshold: float | None
+                ) -> PixelAccumulator:
+    maps, masks, low, high = prepare_maps(maps, masks, mask_threshold=mask_threshold)
     accumulator = PixelAccumulator(bins_per_octave, max_fpr)
     accumulator.add(maps, masks, low, high)
     return accumulator
 
 
-def pixel_metrics(maps, masks, *, bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE, max_fpr: float = 0.3
-                  ) -> dict[str, float]:
+def pixel_metrics(maps, masks, *, bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE, max_fpr: float = 0.3,
+                  mask_threshold: float | None = None) -> dict[str, float]:
     """One-shot pixel AUROC, AP, F1-max and both AUPROs of ``(N,H,W)`` maps against ``(N,H,W)`` masks.
+
+    Masks are binary (bool, 0/1, integer 0/255); soft masks need ``mask_threshold`` (``mask > t``
+    is anomalous), else they are an error naming their values.
 
     Same machinery as :class:`~dapo.metrics.binary.BinaryEvaluator` (binned; see
     :mod:`dapo.metrics.histogram` for the error bound). Undefined metrics are NaN, without warning.
     """
-    return _accumulate(maps, masks, bins_per_octave, max_fpr).metrics()
+    return _accumulate(maps, masks, bins_per_octave, max_fpr, mask_threshold).metrics()
 
 
 def aupro(maps, masks, *, definition: str = "exact", max_fpr: float = 0.3,
-          bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE) -> float:
-    """One-shot AUPRO of ``(N,H,W)`` maps: ``definition="exact"`` or ``"official"`` (:mod:`dapo.metrics.aupro`)."""
+          bins_per_octave: int = DEFAULT_BINS_PER_OCTAVE, mask_threshold: float | None = None) -> float:
+    """One-shot AUPRO of ``(N,H,W)`` maps: ``definition="exact"`` or ``"official"`` (:mod:`dapo.metrics.aupro`);
+    masks as in :func:`pixel_metrics`."""
     check_definition(definition)
-    metrics = _accumulate(maps, masks, bins_per_octave, max_fpr).metrics()
+    metrics = _accumulate(maps, masks, bins_per_octave, max_fpr, mask_threshold).metrics()
     return metrics["pixel_aupro" if definition == "exact" else "pixel_aupro_official"]

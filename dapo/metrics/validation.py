@@ -7,8 +7,14 @@ Input conventions (the same in every entry point of :mod:`dapo.metrics`):
   NaN and inf are errors that name the argument (and the product and batch index);
 * labels (image labels, multi-label targets): bool, or numbers equal to 0 or 1; anything else
   is an error listing the offending values (:func:`binary_labels`);
-* masks: bool, or non-negative numbers where ``> 0.5`` is anomalous (soft or 0/255 masks work;
-  :func:`binary_masks`).
+* masks (the soft-mask rule, :func:`binary_masks`): binary by default: bool, numbers equal to
+  0 or 1, or an integer array of 0 and 255 (an 8-bit mask image as read). Any other values (soft
+  masks, grey levels) are an error naming them, unless the caller chooses a threshold with
+  ``mask_threshold=t`` (``pixel_metrics``, ``aupro``, ``BinaryEvaluator``): then ``mask > t`` is
+  anomalous, and a mask that holds nonzero values none of which exceeds ``t`` is stated with a
+  :class:`MaskWarning` (it counts as wholly normal). :class:`~dapo.metrics.BinaryEvaluator` also
+  warns when an image labelled anomalous has a mask without an anomalous pixel, or one labelled
+  normal has anomalous pixels (its pixels count by the mask, not the label).
 
 Rule for undefined metrics: a metric that has no positives or no negatives to rank (a product
 without anomalous pixels, without normal images, a defect class that never occurs in a
@@ -30,6 +36,10 @@ _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 class MetricUndefinedWarning(UserWarning):
     """A metric had nothing to rank (no positives or no negatives) and was set to NaN."""
+
+
+class MaskWarning(UserWarning):
+    """Masks and labels disagree, or a threshold left a mask that holds values without an anomalous pixel."""
 
 
 def as_numpy(array, name: str) -> np.ndarray:
@@ -144,8 +154,29 @@ def binary_labels(array, name: str, ndim: int = 1, layout: str = "(N,)") -> np.n
     return values.astype(bool)
 
 
-def binary_masks(array, name: str, products: Sequence[str] | None = None) -> np.ndarray:
-    """Boolean ``(N, H, W)`` masks: bool, or finite non-negative numbers where ``> 0.5`` is anomalous."""
+def check_mask_threshold(threshold) -> float | None:
+    """``mask_threshold``: ``None`` (masks must be binary) or a finite number."""
+    if threshold is None:
+        return None
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.number)) or not np.isfinite(threshold):
+        raise ValueError(f"mask_threshold={threshold!r}: expected None (binary masks) or a finite number, e.g. 0.5")
+    return float(threshold)
+
+
+def _listed(values: np.ndarray) -> str:
+    shown = np.unique(values)
+    return ", ".join(f"{v:g}" for v in shown[:6].tolist()) + (", ..." if shown.size > 6 else "")
+
+
+def binary_masks(array, name: str, products: Sequence[str] | None = None, threshold: float | None = None
+                 ) -> np.ndarray:
+    """Boolean ``(N, H, W)`` masks by the soft-mask rule of the module docstring.
+
+    ``threshold`` ``None``: bool, 0/1, or integer 0/255 masks; other values are an error naming
+    them. A number: ``mask > threshold`` is anomalous, with a :class:`MaskWarning` for masks that
+    hold nonzero values but none above it.
+    """
+    threshold = check_mask_threshold(threshold)
     values = as_numpy(array, name)
     check_real(values, name)
     check_ndim(values, 3, name, "(N, H, W)")
@@ -155,8 +186,26 @@ def binary_masks(array, name: str, products: Sequence[str] | None = None) -> np.
     if low < 0:
         index = int(np.flatnonzero((values < 0).reshape(len(values), -1).any(axis=1))[0])
         raise ValueError(f"{name} has negative values (min {low:g}) {_where(products, index)}; "
-                         "masks are bool or numbers where > 0.5 is anomalous")
-    return values > 0.5
+                         "masks are bool, 0/1 or 0/255")
+    if threshold is None:
+        if values.dtype.kind in "iu" and not np.isin(values, (0, 1)).all() and np.isin(values, (0, 255)).all():
+            return values > 0  # an 8-bit mask image: 0 and 255
+        wrong = ~np.isin(values, (0, 1))
+        if wrong.any():
+            index = int(np.flatnonzero(wrong.any(axis=(1, 2)))[0])
+            raise ValueError(f"{name} are not binary: values [{_listed(values[wrong])}] {_where(products, index)}; "
+                             f"masks must be bool, 0/1 or (integer) 0/255. For soft masks choose the rule: "
+                             f"mask_threshold=0.5 reads mask > 0.5 as anomalous")
+        return values.astype(bool)
+    masks = values > threshold
+    faint = (values > 0).any(axis=(1, 2)) & ~masks.any(axis=(1, 2))
+    if faint.any():
+        index = int(np.flatnonzero(faint)[0])
+        peak = float(values[index].max())
+        more = f" and {int(faint.sum()) - 1} more" if faint.sum() > 1 else ""
+        warnings.warn(f"{name} {_where(products, index)}{more} hold nonzero values (up to {peak:g}) but none above "
+                      f"mask_threshold={threshold:g}: these samples count as wholly normal", MaskWarning, stacklevel=4)
+    return masks
 
 
 def products_for_batch(products: str | Sequence[str], n: int) -> list[str]:

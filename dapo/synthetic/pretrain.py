@@ -57,6 +57,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from tqdm.auto import tqdm
 
+from dapo.atomic import atomic_path
+from dapo.loading import load_state
 from dapo.precision import autocast, resolve_device
 from dapo.synthetic.captions import sample_caption
 from dapo.synthetic.compact_model import (
@@ -207,7 +209,8 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
     cores the worker competes with training and is slower (``benchmarks/bench_pretrain_loader.py``).
 
     ``run_dir`` receives ``log.csv`` (one row per step), ``state.pt`` (resumable every
-    ``checkpoint_every`` steps and at the end of each stage) and, with
+    ``checkpoint_every`` steps and at the end of each stage; written atomically and read back as
+    data only, :func:`dapo.loading.load_state`) and, with
     ``monitor(model, heads, stage, step) -> dict``, ``eval.csv`` (one row per checkpoint,
     e.g. held-out accuracy of the heads in stage ``"image"``, zero-shot in stage ``"text"``).
     """
@@ -230,7 +233,11 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
     state_path, log_path = run_dir / "state.pt", run_dir / "log.csv"
     start = 0
     if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=False)
+        state = load_state(state_path, "pretraining state", device,
+                           "delete it (or pass resume=False) to pretrain from the start")
+        if not isinstance(state, dict) or not {"model", "step", "config", "optimizers"} <= set(state):
+            raise ValueError(f"{state_path} is not a pretraining state of this code (expected the keys model, step, "
+                             f"config, optimizers); delete it or pass resume=False")
         if state["config"] != asdict(config):
             raise ValueError(f"{state_path} was written by a run with another configuration; use a new run "
                              f"folder or resume=False")
@@ -278,8 +285,9 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
         _append_csv(log_path, row)
         progress.set_postfix(stage=stage, loss=row["loss"])
         if done % config.checkpoint_every == 0 or done in (config.image_steps, config.steps):
-            torch.save({"model": trained.state_dict(), "step": done, "config": asdict(config),
-                        "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}, state_path)
+            with atomic_path(state_path) as temporary:  # a kill mid-write leaves the previous state whole
+                torch.save({"model": trained.state_dict(), "step": done, "config": asdict(config),
+                            "optimizers": {k: o.state_dict() for k, o in optimizers.items()}}, temporary)
             if monitor is not None:
                 model.eval()
                 _append_csv(run_dir / "eval.csv", {"step": done, "stage": stage, **monitor(model, heads, stage, done)})

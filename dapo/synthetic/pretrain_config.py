@@ -45,6 +45,44 @@ class PretrainConfig:
     checkpoint_every: int = 100
     corpus: CorpusSpec = field(default_factory=CorpusSpec)
 
+    def __post_init__(self) -> None:
+        """Refuse a value no run can use, naming the field (a negative step count, a learning rate of 0, ...)."""
+        from dapo.precision import PRECISIONS
+
+        def wrong(name: str, expected: str) -> ValueError:
+            return ValueError(f"PretrainConfig.{name}={getattr(self, name)!r}: expected {expected}")
+
+        def is_int(value) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        minimum = {"seed": 0, "image_steps": 0, "text_steps": 0, "full_per_step": 1, "local_images_per_step": 0,
+                   "warmup_steps": 0, "aux_layer": 1, "text_images": 1, "text_batch": 2, "threads": 1,
+                   "checkpoint_every": 1}
+        for name, low in minimum.items():
+            if not is_int(getattr(self, name)) or getattr(self, name) < low:
+                raise wrong(name, f"an integer >= {low}")
+        if self.image_steps + self.text_steps < 1:
+            raise ValueError("PretrainConfig: image_steps + text_steps must be >= 1 (nothing to train)")
+        for name in ("lr", "text_lr", "grad_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise wrong(name, "a finite number > 0")
+        for name in ("min_lr_ratio", "weight_decay", "dense_weight", "state_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise wrong(name, "a finite number >= 0")
+        if self.min_lr_ratio > 1:
+            raise wrong("min_lr_ratio", "a number in [0, 1]")
+        betas = tuple(self.betas) if isinstance(self.betas, (list, tuple)) else ()
+        if len(betas) != 2 or not all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas):
+            raise wrong("betas", "two numbers in [0, 1), e.g. (0.9, 0.98)")
+        if self.init not in ("mimetic", "openclip"):
+            raise wrong("init", "'mimetic' or 'openclip'")
+        if self.precision not in PRECISIONS:
+            raise wrong("precision", f"one of {', '.join(map(repr, PRECISIONS))}")
+        if not isinstance(self.text_tunes_last_block, bool):
+            raise wrong("text_tunes_last_block", "True or False")
+
     @property
     def steps(self) -> int:
         return self.image_steps + self.text_steps
