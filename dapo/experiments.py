@@ -142,11 +142,13 @@ def start_notebook(notebook: str, namespace: MutableMapping[str, Any]) -> Run:
 
 
 def prepare_data(cfg: ProfileConfig, seed: int = 0) -> dict:
-    """Make sure every dataset of the profile is on disk (the synthetic worlds are generated once)."""
+    """Make sure every dataset of the profile is on disk (the synthetic worlds are generated once;
+    other datasets a synthetic run names through ``dataset_roots`` must exist already)."""
     if cfg.profile == "synthetic":
-        from dapo.synthetic.worlds import ensure_worlds
+        from dapo.synthetic.worlds import SOURCE_WORLD, TARGET_WORLDS, ensure_worlds
 
-        ensure_worlds(cfg.dataset_roots, smoke=cfg.smoke, seed=seed)
+        generated = (SOURCE_WORLD, *TARGET_WORLDS)  # a real dataset given by dataset_roots is only read
+        ensure_worlds({k: v for k, v in cfg.dataset_roots.items() if k in generated}, smoke=cfg.smoke, seed=seed)
     return {name: Path(root) for name, root in cfg.dataset_roots.items()}
 
 

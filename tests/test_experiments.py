@@ -53,3 +53,15 @@ def test_evaluations_cover_every_product_with_its_own_classes(smoke_cfg, trained
     binary = evaluate_binary(model, target, device="cpu")
     assert list(binary.index) == [*target.products, "mean"]
     assert binary[["image_auroc", "pixel_auroc"]].apply(lambda c: c.between(0, 1)).all().all()
+
+
+def test_a_real_dataset_named_in_a_synthetic_run_is_read_not_generated(tmp_path, monkeypatch):
+    import dapo.synthetic.worlds as worlds
+    from dapo.experiments import prepare_data
+
+    made = []
+    monkeypatch.setattr(worlds, "write_world", lambda name, root, **kw: made.append(name))
+    cfg = resolve_profile("synthetic", smoke=True, data_root=tmp_path, target_datasets=["visa"],
+                          dataset_roots={"visa": str(tmp_path / "visa")})
+    roots = prepare_data(cfg)
+    assert "visa" not in made and cfg.train_dataset in made and roots["visa"] == tmp_path / "visa"
