@@ -174,15 +174,16 @@ def shard_positions(n: int, batch_size: int = 1, world: World | None = None) -> 
 
 def global_batch_shares(n: int, batch_size: int, generator: torch.Generator, world: World | None = None
                         ) -> tuple[list[list[int]], list[tuple[int, int]]]:
-    """Data-parallel training's batches: the global batches of one process (``torch.randperm(n,
-    generator)`` cut into ``batch_size`` pieces, as a shuffling ``DataLoader`` with that generator
-    makes them), each cut into ``world.size`` contiguous parts; this rank's parts (some may be
-    empty) and, per step, (its part's size, the global batch's size)."""
+    """Data-parallel training's batches: the global batches of one process (those a shuffling
+    ``DataLoader`` with ``generator`` draws, read from one over ``range(n)``), each cut into
+    ``world.size`` contiguous parts; this rank's parts (some may be empty) and, per step, (its
+    part's size, the global batch's size)."""
+    from torch.utils.data import DataLoader
+
     world = world or current()
-    order = torch.randperm(n, generator=generator).tolist()
     local, shares = [], []
-    for start in range(0, n, batch_size):
-        batch = order[start:start + batch_size]
+    for indices in DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=generator):
+        batch = indices.tolist()
         part = _blocks(len(batch), world.size)[world.rank]
         local.append(batch[part.start:part.stop])
         shares.append((len(part), len(batch)))
