@@ -15,7 +15,7 @@ each process reads its rank from the environment torchrun sets (``RANK``, ``WORL
   have filled: the metrics are the one-process metrics (the exceptions are in the evaluators'
   ``merge`` docstrings: AUPRO's float weight sums on products with more distinct scores than
   the histograms' exact top).
-* :func:`average_gradients`: data-parallel training's gradient reduction (:mod:`dapo.train`).
+* :func:`split_batches`, :func:`average_gradients`: data-parallel training (:mod:`dapo.train`).
 * :func:`my_jobs`: round-robin share of a list of jobs (:func:`dapo.sweep.sweep`).
 * :func:`alone`: inside it this rank works as one process (a sweep job trains and evaluates
   alone on its rank).
@@ -172,20 +172,15 @@ def shard_positions(n: int, batch_size: int = 1, world: World | None = None) -> 
     return [index for _, index in shard_pairs([("", i) for i in range(n)], batch_size, world)]
 
 
-def global_batch_shares(n: int, batch_size: int, generator: torch.Generator, world: World | None = None
-                        ) -> tuple[list[list[int]], list[tuple[int, int]]]:
-    """Data-parallel training's batches: the global batches of one process (those a shuffling
-    ``DataLoader`` with ``generator`` draws, read from one over ``range(n)``), each cut into
-    ``world.size`` contiguous parts; this rank's parts (some may be empty) and, per step, (its
-    part's size, the global batch's size)."""
-    from torch.utils.data import DataLoader
-
+def split_batches(batches: Sequence[Sequence[int]], world: World | None = None
+                  ) -> tuple[list[list[int]], list[tuple[int, int]]]:
+    """Data-parallel training: each of one process's ``batches`` cut into ``world.size`` contiguous
+    parts; this rank's parts (some may be empty) and, per step, (its part's size, the batch's size)."""
     world = world or current()
     local, shares = [], []
-    for indices in DataLoader(range(n), batch_size=batch_size, shuffle=True, generator=generator):
-        batch = indices.tolist()
+    for batch in batches:
         part = _blocks(len(batch), world.size)[world.rank]
-        local.append(batch[part.start:part.stop])
+        local.append(list(batch[part.start:part.stop]))
         shares.append((len(part), len(batch)))
     return local, shares
 

@@ -49,7 +49,7 @@ from dapo.distributed import (
     barrier,
     broadcast_parameters,
     current,
-    global_batch_shares,
+    split_batches,
 )
 from dapo.losses import loss_terms
 from dapo.model import DAPO
@@ -267,7 +267,9 @@ def train(model: DAPO, dataset: Dataset, out_dir: str | Path, training: TrainCon
         generator = torch.Generator().manual_seed(training.seed * 1000 + epoch)
         shares = None
         if world.size > 1:  # data parallel: this rank's part of every global batch, from the same order
-            local, shares = global_batch_shares(len(dataset), training.batch_size, generator, world)
+            order = tqdm(DataLoader(range(len(dataset)), batch_size=training.batch_size, shuffle=True,
+                                    generator=generator), disable=True)  # one process's draws (tqdm iterates once more)
+            local, shares = split_batches([indices.tolist() for indices in order], world)
             loader = DataLoader(dataset, batch_sampler=local, num_workers=num_workers,
                                 collate_fn=functools.partial(_collate_or_none, collate_fn),
                                 pin_memory=device.type == "cuda")
