@@ -30,8 +30,8 @@ TARGET = "synthetic_target"
 #: 10 test images each, batches of 4: 4, 4, 2 per product; 9 batches, 5 on rank 0, 4 on rank 1 (fuse cut in two).
 EVALUATED = ["cookie", "fuse", "socket"]
 #: Largest |weight difference| allowed between 2-process data-parallel and 1-process training after
-#: the steps of _train_worker (fp32, Adam lr 1e-3; measured: see docs/DISTRIBUTED.md).
-DDP_TOLERANCE = 1e-5
+#: the 8 steps of _train_worker (fp32, Adam lr 1e-3; measured 8.9e-8 on this CPU, docs/DISTRIBUTED.md).
+DDP_TOLERANCE = 1e-6
 
 
 # ----------------------------------------------------------------------------- sharding
@@ -262,6 +262,7 @@ def _assert_same(result, expected, where=""):
         assert result == expected, where
 
 
+@pytest.mark.slow
 def test_two_processes_evaluate_exactly_as_one(smoke, tmp_path):
     cfg, config = smoke
     ranks = _spawn(_evaluate_worker, tmp_path, cfg, config)
