@@ -54,13 +54,14 @@ def worker(args: argparse.Namespace) -> None:
         model = make_model("dapo", backbone, seed=0)
         dataset = open_profile_dataset(cfg, TARGET, split="test")
         distributed.barrier()
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         table = evaluate_binary(model, dataset, device=str(device), precision=args.precision,
                                 batch_size=args.batch_size, progress=False)
+        cpu = distributed.all_gather(time.process_time() - cpu_start)
         distributed.barrier()
         seconds = time.perf_counter() - start
         if world.main:
-            Path(args.result).write_text(json.dumps({"seconds": seconds, "images": len(dataset),
+            Path(args.result).write_text(json.dumps({"seconds": seconds, "cpu": max(cpu), "images": len(dataset),
                                                      "table": table.to_json(double_precision=15)}))
 
 
@@ -102,22 +103,27 @@ def main() -> None:
           f"{args.threads} thread(s) per process, {args.precision}, batch {args.batch_size}; load average before: "
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     times: dict[int, list[float]] = {n: [] for n in args.processes}
+    cpu: dict[int, list[float]] = {n: [] for n in args.processes}
     tables = set()
     with tempfile.TemporaryDirectory() as folder:
         for round_ in range(args.rounds):
             for n in args.processes:
                 result = launch(n, args, Path(folder) / f"{n}-{round_}.json")
                 times[n].append(result["seconds"])
+                cpu[n].append(result["cpu"])
                 tables.add(result["table"])
                 images = result["images"]
     base = statistics.median(times[args.processes[0]])
+    cpu_base = statistics.median(cpu[args.processes[0]])
     print(f"\nsharded binary evaluation of {images} synthetic test images ({TARGET}, "
-          f"{'smoke' if args.smoke else 'default'} size), median of {args.rounds} rounds:")
-    print(f"{'processes':>9}  {'seconds':>8}  {'images/s':>8}  {'speed-up':>8}  rounds (s)")
+          f"{'smoke' if args.smoke else 'default'} size), median of {args.rounds} rounds; cpu: the busiest "
+          f"process's CPU seconds (its ratio is the speed-up the split allows on idle cores):")
+    print(f"{'processes':>9}  {'seconds':>8}  {'images/s':>8}  {'speed-up':>8}  {'cpu s':>7}  {'cpu ratio':>9}"
+          f"  rounds (s)")
     for n in args.processes:
-        median = statistics.median(times[n])
-        print(f"{n:>9}  {median:>8.2f}  {images / median:>8.1f}  {base / median:>8.2f}  "
-              + " ".join(f"{t:.2f}" for t in times[n]))
+        median, cpu_median = statistics.median(times[n]), statistics.median(cpu[n])
+        print(f"{n:>9}  {median:>8.2f}  {images / median:>8.1f}  {base / median:>8.2f}  {cpu_median:>7.2f}  "
+              f"{cpu_base / cpu_median:>9.2f}  " + " ".join(f"{t:.2f}" for t in times[n]))
     print(f"metric tables identical across process counts and rounds: {'yes' if len(tables) == 1 else 'NO'}")
     print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
 
