@@ -13,7 +13,7 @@ Examples::
     python benchmarks/bench_distributed.py --processes 1 2 4 --device cuda --precision bf16   # GPUs
 
 Data: the synthetic target world (generated on first use under ``--data-root``; ``--smoke``
-for the smoke size: 52 test images, else the default size: 5 products x 40 test images) at
+for the smoke size: 52 test images, else the default size: 290 test images of 5 products) at
 the compact backbone's 128 px, DAPO untrained on the committed compact weights (untrained
 prompts cost what trained ones cost). The numbers are synthetic-data timings of this machine;
 on a CPU shared with other jobs they move with its load (printed).
