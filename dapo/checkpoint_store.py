@@ -93,9 +93,15 @@ def folder_lock(folder: str | Path, *, wait: bool = True) -> Iterator[None]:
     """Hold ``folder``'s lock (``.lock``, ``flock``) for the duration: one trainer per folder.
 
     ``wait``: block until the other process is done (saying so once), else raise
-    :class:`FolderBusyError` naming the folder. Re-entrant within one process.
+    :class:`FolderBusyError` naming the folder. Re-entrant within one process; under torchrun
+    only rank 0 takes it (the ranks of one data-parallel training share the folder).
     """
+    from dapo.distributed import current
+
     folder = Path(folder).resolve()
+    if not current().main:  # under torchrun rank 0 holds it for the ranks that train with it
+        yield
+        return
     if folder in _HELD:
         _HELD[folder] += 1
         try:

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from dapo import ledger
+from dapo import distributed, ledger
 from dapo.checkpoint_store import DEFAULT_SETTING, checkpoint_dir, setting_name  # noqa: F401 (re-exported)
 from dapo.ledger import record_model
 from dapo.paths import figures_dir as default_figures_dir
@@ -253,8 +253,9 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
         if found is not None:
             record_model(method, seed, found)
             return load_trained(found, backbone).to(dev), load_history(found.parent, epochs)
-        if not list_checkpoints(folder):
+        if not list_checkpoints(folder) and distributed.current().main:
             _start_from_shorter(run_dir, method, seed, overrides, folder, epochs, (model, vocabulary, training))
+        distributed.barrier()  # data-parallel ranks resume from what rank 0 copied
         result = train(model, dataset, folder, training, device=str(dev), progress=progress, vocabulary=vocabulary)
     record_model(method, seed, result.final)
     return model, result.history
@@ -343,23 +344,36 @@ def train_methods(cfg: ProfileConfig, methods: Mapping[str, str], run_dir: str |
 
 
 # ----------------------------------------------------------------------------- evaluation
+# Under torchrun (dapo.distributed) the evaluators below see each rank's share and are merged:
+# every rank returns the one-process result.
 
 
 def predict_products(model, dataset, *, device: str = "auto", precision: str = "auto", batch_size: int = 8,
                      num_workers: int = 0, vocabulary: str = "product", desc: str = "predict", progress: bool = True):
     """Yield ``(product, vocabulary, batch, prediction)`` product by product, each product scored
     against its own defect types (``vocabulary="product"``) or the dataset's (``"dataset"``);
-    text embeddings are computed once per product; ``precision`` as :class:`dapo.inference.Predictor`."""
+    text embeddings are computed once per product; ``precision`` as :class:`dapo.inference.Predictor`.
+    Under torchrun each rank predicts its share of the batches (:func:`dapo.distributed.shard_pairs`)."""
+    from torch.utils.data import Subset
+
     from dapo.data import collate_samples
+    from dapo.distributed import current, shard_pairs
     from dapo.inference import Predictor
 
     dev = resolve_device(device)
     model = model.to(dev).eval()
-    for product in tqdm(dataset.products, desc=desc, disable=not progress):
+    world = current()
+    parts = {product: dataset.subset(product) for product in dataset.products}
+    mine: dict[str, list[int]] = {}
+    for product, position in shard_pairs([(p, i) for p, part in parts.items() for i in range(len(part))],
+                                         batch_size, world):
+        mine.setdefault(product, []).append(position)
+    for product in tqdm(mine, desc=desc, disable=not progress or not world.main):
         words = dataset.vocabulary(product) if vocabulary == "product" else dataset.dataset_vocabulary
         predictor = Predictor(model, words, product=product, precision=precision)
-        loader = DataLoader(dataset.subset(product), batch_size=batch_size, num_workers=num_workers,
-                            collate_fn=collate_samples)
+        part = parts[product]
+        loader = DataLoader(part if len(mine[product]) == len(part) else Subset(part, mine[product]),
+                            batch_size=batch_size, num_workers=num_workers, collate_fn=collate_samples)
         for batch in loader:
             with torch.no_grad():
                 yield product, words, batch, predictor(batch["image"].to(dev))
@@ -368,19 +382,21 @@ def predict_products(model, dataset, *, device: str = "auto", precision: str = "
 def evaluate_multitype(model, dataset, *, desc: str = "multi-type", **kwargs):
     """Zero-shot multi-type segmentation of every product over normal + its own defect types
     (the protocol of both official codes, whatever the method's binary vocabulary)."""
+    from dapo.distributed import reduce_evaluator
     from dapo.metrics import MultiTypeEvaluator
 
     evaluator = MultiTypeEvaluator()
     for product, vocabulary, batch, pred in predict_products(model, dataset, desc=desc, vocabulary="product",
                                                              **kwargs):
         evaluator.add(product, ("normal", *vocabulary), pred["type_probs"].float().cpu(), batch["type_mask"])
-    return evaluator.compute()
+    return reduce_evaluator(evaluator).compute()
 
 
 def binary_evaluator(model, dataset, *, desc: str = "binary", **kwargs):
     """The filled :class:`~dapo.metrics.BinaryEvaluator` of every product (its ``compute``,
     ``roc_curve`` and ``rates_at``); the defect vocabulary per product follows
     ``model.config.inference_vocabulary``."""
+    from dapo.distributed import reduce_evaluator
     from dapo.metrics import BinaryEvaluator
 
     evaluator = BinaryEvaluator()
@@ -388,7 +404,7 @@ def binary_evaluator(model, dataset, *, desc: str = "binary", **kwargs):
                                               vocabulary=model.config.inference_vocabulary, **kwargs):
         evaluator.add(batch["product"], pred["image_score"].float().cpu(), batch["label"],
                       pred["anomaly_map"].float().cpu(), batch["mask"])
-    return evaluator
+    return reduce_evaluator(evaluator)
 
 
 def evaluate_binary(model, dataset, *, desc: str = "binary", **kwargs):
@@ -429,13 +445,14 @@ def multilabel_evaluator(model, dataset, *, desc: str = "multi-label", **kwargs)
     """The filled :class:`~dapo.metrics.MultiLabelEvaluator` (Eq. 11, Table 11): per product, the
     image-level ``P(D_k)`` (``Prediction.defect_probs``) of the product's own defect types against
     the defect types each image shows (``batch["defects"]``; normal images have none)."""
+    from dapo.distributed import reduce_evaluator
     from dapo.metrics import MultiLabelEvaluator
 
     evaluator = MultiLabelEvaluator()
     for product, vocabulary, batch, pred in predict_products(model, dataset, desc=desc, vocabulary="product",
                                                              **kwargs):
         evaluator.add(product, vocabulary, pred["defect_probs"].float().cpu(), [tuple(d) for d in batch["defects"]])
-    return evaluator
+    return reduce_evaluator(evaluator)
 
 
 #: DAPOConfig fields read only at inference (:mod:`dapo.inference`, the runners); training never reads them.

@@ -257,26 +257,44 @@ def check_sweep_arguments(*, seeds, evaluate, epochs, eval_epochs) -> None:
 
 def sweep(cfg, method: str, run_dir: str | Path, *, grid, seeds: Sequence[int], evaluate: Evaluation,
           epochs: int | None = None, eval_epochs: Sequence[int] | None = None, backbone=None,
-          device: str = "auto", precision: str = "auto", progress: bool = True) -> pd.DataFrame:
+          device: str = "auto", precision: str = "auto", progress: bool = True,
+          shard: bool | None = None) -> pd.DataFrame:
     """Train and evaluate ``method`` for every setting of ``grid`` and every seed.
 
     ``epochs`` (default: the profile's) is trained; ``eval_epochs`` (default: only the last)
     are evaluated from their own checkpoints. Returns a tidy DataFrame: the grid's fields, then
     ``seed, epoch, dataset, metric, value``.
+
+    Under torchrun, ``shard`` (default: whenever several ranks are joined) spreads the (setting,
+    seed) jobs over the ranks round robin (:func:`dapo.distributed.my_jobs`); each rank runs its
+    jobs alone on its own device and every rank returns the whole table, equal to the
+    sequential one. A lost rank's jobs are rerun on restart from the checkpoint and evaluation
+    caches. ``shard=False`` runs every job data-parallel over all ranks instead.
     """
+    from contextlib import nullcontext
+
+    from dapo import distributed
     from dapo.checkpoint import load_trained
     from dapo.experiments import load_profile_backbone
+    from dapo.precision import resolve_device
 
     check_sweep_arguments(seeds=seeds, evaluate=evaluate, epochs=epochs, eval_epochs=eval_epochs)
     settings = grid_settings(grid)
     fields = list(dict.fromkeys(key for setting in settings for key in setting))
+    shard = distributed.current().size > 1 if shard is None else shard
+    if shard:
+        device = str(distributed.rank_device(resolve_device(device), distributed.current()))
     backbone = backbone or load_profile_backbone(cfg, device)
     train_epochs = max(eval_epochs) if eval_epochs else (epochs or cfg.epochs)
-    frames = []
-    bar = tqdm(total=len(settings) * len(seeds), desc=f"{method} sweep", disable=not progress)
-    for setting in settings:
+    jobs = [(setting, seed) for setting in settings for seed in seeds]
+    mine = distributed.my_jobs(len(jobs)) if shard else range(len(jobs))
+    frames: dict[int, list[pd.DataFrame]] = {}
+    bar = tqdm(total=len(mine), desc=f"{method} sweep", disable=not progress)
+    for index in mine:
+        setting, seed = jobs[index]
         overrides = non_default(method, setting)
-        for seed in seeds:
+        frames[index] = []
+        with distributed.alone() if shard else nullcontext():
             bar.set_postfix_str(", ".join(f"{k}={v}" for k, v in setting.items()) + f", seed={seed}")
             model, history = train_or_load(cfg, method, run_dir, seed=seed, epochs=train_epochs, backbone=backbone,
                                            device=device, precision=precision, progress=False, **overrides)
@@ -289,10 +307,12 @@ def sweep(cfg, method: str, run_dir: str | Path, *, grid, seeds: Sequence[int], 
                 frame = cached_evaluation(evaluate, path, evaluated).assign(seed=seed, epoch=epoch)
                 for key in fields:
                     frame[key] = [setting.get(key)] * len(frame)
-                frames.append(frame)
+                frames[index].append(frame)
             bar.update()
     bar.close()
-    table = pd.concat(frames, ignore_index=True)
+    if shard:
+        frames = {index: part for shares in distributed.all_gather(frames) for index, part in shares.items()}
+    table = pd.concat([frame for index in sorted(frames) for frame in frames[index]], ignore_index=True)
     extra = [key for key in EXTRA_KEYS if key in table.columns]
     return table[[*fields, "seed", "epoch", "dataset", *extra, "metric", "value"]]
 

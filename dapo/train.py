@@ -19,6 +19,7 @@ copy of the configuration.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -43,6 +44,14 @@ from dapo.checkpoint import (  # noqa: F401
 )
 from dapo.checkpoint_store import folder_lock
 from dapo.config import TrainConfig
+from dapo.distributed import (
+    average_gradients,
+    average_values,
+    barrier,
+    broadcast_parameters,
+    current,
+    split_batches,
+)
 from dapo.loading import load_state
 from dapo.losses import loss_terms
 from dapo.model import DAPO
@@ -93,14 +102,22 @@ def training_vocabulary(dataset: Dataset, vocabulary: Sequence[str] | None = Non
     return tuple(vocabulary)
 
 
-def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict,
-                  vocabulary: Sequence[str], precision: str = "auto") -> dict[str, float]:
+def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict | None,
+                  vocabulary: Sequence[str], precision: str = "auto", *,
+                  share: tuple[int, int] | None = None) -> dict[str, float]:
     """One optimiser step on a collated batch; returns the loss terms as floats.
 
     ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``, see :func:`dapo.precision.resolve_precision`)
     sets the forward pass's compute dtype; the learned parameters, their gradients, the
-    optimiser state and the losses stay float32.
+    optimiser state and the losses stay float32. ``share`` (this rank's and the global batch's
+    sample counts) makes it a data-parallel step: gradients and loss terms are averaged over
+    the ranks (:func:`dapo.distributed.average_gradients`); ``batch`` is ``None`` on a rank
+    without samples in this step.
     """
+    if batch is None:
+        if share is None:
+            raise ValueError("an empty batch is only possible in a data-parallel step (share=...)")
+        return _shared_step(optimizer, {"total": 0.0, "global": 0.0, "local": 0.0}, share)
     device = model.device
     images = batch["image"].to(device, non_blocking=True)
     labels = torch.as_tensor(batch["label"]).to(device)
@@ -113,13 +130,31 @@ def training_step(model: DAPO, optimizer: torch.optim.Optimizer, batch: dict,
     terms = loss_terms(output, labels, type_masks, model.config)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
+    values = {name: float(value.detach()) for name, value in terms.items()}
+    if share is not None:
+        return _shared_step(optimizer, values, share)
     optimizer.step()
-    return {name: float(value.detach()) for name, value in terms.items()}
+    return values
+
+
+def _shared_step(optimizer: torch.optim.Optimizer, values: dict[str, float], share: tuple[int, int]
+                 ) -> dict[str, float]:
+    """Average gradients and loss terms over the ranks (weights: their shares of the batch), then step."""
+    if share[0] == 0:  # no samples here: contribute no gradient
+        optimizer.zero_grad(set_to_none=True)
+    average_gradients([p for group in optimizer.param_groups for p in group["params"]], *share)
+    optimizer.step()
+    return average_values(values, *share)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], training: TrainConfig) -> torch.optim.Optimizer:
     """The optimiser of a recipe (Adam; lr, betas and weight decay from ``training``)."""
     return torch.optim.Adam(params, lr=training.lr, betas=training.betas, weight_decay=training.weight_decay)
+
+
+def _collate_or_none(collate_fn: Callable, samples: list) -> dict | None:
+    """``collate_fn(samples)``; ``None`` for a rank's empty share of a global batch."""
+    return collate_fn(samples) if samples else None
 
 
 def _default_collate() -> Callable:
@@ -229,27 +264,41 @@ def _train_locked(model, dataset, out_dir, training, device, precision, params, 
     optimizer = make_optimizer(params, training)
     training = training.with_overrides(precision=precision)  # checkpoints record the precision actually used
     done, rows = _resume(model, optimizer, out_dir, vocabulary, training)
-    if done < training.epochs:
+    world = current()
+    if world.main and done < training.epochs:
         write_text(out_dir / CONFIG_JSON, json.dumps(
             {"config": model.config.to_dict(), "training": training.to_dict(), "precision_resolved": precision,
              "backbone": model.backbone.describe(), "vocabulary": list(vocabulary)}, indent=2) + "\n")
+    broadcast_parameters(params)
     collate_fn = collate_fn or _default_collate()
     global_step = rows[-1]["global_step"] + 1 if rows else 0
     for epoch in range(done + 1, training.epochs + 1):
         if hasattr(dataset, "set_epoch"):  # seeded augmentation (dapo.data.augment)
             dataset.set_epoch(epoch)
-        loader = DataLoader(dataset, batch_size=training.batch_size, shuffle=True, num_workers=num_workers,
-                            collate_fn=collate_fn,
-                            generator=torch.Generator().manual_seed(training.seed * 1000 + epoch),
-                            pin_memory=device.type == "cuda")
-        bar = tqdm(loader, desc=f"{model.config.name} epoch {epoch}/{training.epochs}", disable=not progress)
+        generator = torch.Generator().manual_seed(training.seed * 1000 + epoch)
+        shares = None
+        if world.size > 1:  # data parallel: this rank's part of every global batch, from the same order
+            order = tqdm(DataLoader(range(len(dataset)), batch_size=training.batch_size, shuffle=True,
+                                    generator=generator), disable=True)  # one process's draws (tqdm iterates once more)
+            local, shares = split_batches([indices.tolist() for indices in order], world)
+            loader = DataLoader(dataset, batch_sampler=local, num_workers=num_workers,
+                                collate_fn=functools.partial(_collate_or_none, collate_fn),
+                                pin_memory=device.type == "cuda")
+        else:
+            loader = DataLoader(dataset, batch_size=training.batch_size, shuffle=True, num_workers=num_workers,
+                                collate_fn=collate_fn, generator=generator, pin_memory=device.type == "cuda")
+        bar = tqdm(loader, desc=f"{model.config.name} epoch {epoch}/{training.epochs}",
+                   disable=not progress or not world.main)
         for step, batch in enumerate(bar):
-            terms = training_step(model, optimizer, batch, vocabulary, precision)
+            terms = training_step(model, optimizer, batch, vocabulary, precision,
+                                  share=None if shares is None else shares[step])
             rows.append({"epoch": epoch, "step": step, "global_step": global_step, "loss_total": terms["total"],
                          "loss_global": terms["global"], "loss_local": terms["local"]})
             global_step += 1
             bar.set_postfix(loss=f"{terms['total']:.4f}")
-        _save_epoch(model, optimizer, out_dir, epoch, vocabulary, training, rows)
+        if world.main:  # one writer; the other ranks wait until the epoch is on disk
+            _save_epoch(model, optimizer, out_dir, epoch, vocabulary, training, rows)
+        barrier()
     history = pd.DataFrame(rows, columns=LOSS_COLUMNS)
     checkpoints = [c.path for c in list_checkpoints(out_dir) if c.epoch <= training.epochs]
     return TrainResult(history, checkpoints, out_dir, vocabulary)

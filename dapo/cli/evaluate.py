@@ -75,21 +75,43 @@ def seen_in_training(defects, training_vocabulary) -> dict[str, bool]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Evaluate; under ``torchrun --nproc_per_node N`` every rank predicts its share of the images
+    (:mod:`dapo.distributed`) and rank 0 alone prints and writes the (one-process) tables."""
+    from dapo import distributed
+
+    device = resolve_device_argument(args.device)
+    with distributed.process_group(device) as world:
+        if world.main:
+            return _evaluate(args, distributed.rank_device(device, world), world)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # rank 0 reports them once
+            return _evaluate(args, distributed.rank_device(device, world), world)
+
+
+def _evaluate(args: argparse.Namespace, device, world) -> int:
     from dapo.experiments import evaluate_binary, evaluate_multitype
     from dapo.metrics import MaskWarning, MetricUndefinedWarning
     from dapo.metrics.binary import IMAGE_METRICS
-    from dapo.reporting import Provenance, save_table
+    from dapo.reporting import Provenance
+    from dapo.reporting import save_table as save
     from dapo.tables import per_defect, per_product, pm_view
 
+    def save_table(*table_args, **kwargs):
+        return save(*table_args, **kwargs) if world.main else None
+
+    def say(text: str) -> None:
+        if world.main:
+            print(text, file=sys.stderr)
+
     out = prepare_out(args.out)
-    device = resolve_device_argument(args.device)
     model, meta, checkpoint = load_model(args, device)
     backbone = model.backbone
     dataset = open_dataset_arguments(args, backbone)
     with_masks = getattr(dataset, "has_masks", True)
-    print(f"dapo evaluate: {model.config.name} from {checkpoint} on {args.dataset} {args.root} ({len(dataset)} "
-          f"images, {len(dataset.products)} product(s)), {backbone.model_name}/{backbone.pretrained} at "
-          f"{backbone.image_size} px, {device}", file=sys.stderr)
+    ranks = f", {world.size} processes" if world.size > 1 else ""
+    say(f"dapo evaluate: {model.config.name} from {checkpoint} on {args.dataset} {args.root} ({len(dataset)} "
+        f"images, {len(dataset.products)} product(s)), {backbone.model_name}/{backbone.pretrained} at "
+        f"{backbone.image_size} px, {device}{ranks}")
     prov = Provenance.create(PROFILE, model.config.seed, backbone.model_name, backbone.pretrained)
     common = dict(device=str(device), batch_size=args.batch_size, num_workers=args.workers,
                   progress=not args.no_progress)
@@ -115,6 +137,6 @@ def run(args: argparse.Namespace) -> int:
                                   f"Multi-type segmentation per defect type (%), {label}; * = not among the "
                                   f"checkpoint's training words", markdown=pm_view(defects)))
     mean = binary.loc["mean"] if "mean" in binary.index else binary.iloc[-1]
-    print("dapo evaluate: mean " + ", ".join(f"{k} {v:.1f}" for k, v in mean.items()), file=sys.stderr)
-    print("dapo evaluate: wrote " + ", ".join(str(p) for p in written) + " (and .md)", file=sys.stderr)
+    say("dapo evaluate: mean " + ", ".join(f"{k} {v:.1f}" for k, v in mean.items()))
+    say("dapo evaluate: wrote " + ", ".join(str(p) for p in written) + " (and .md)")
     return 0

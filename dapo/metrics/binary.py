@@ -145,6 +145,29 @@ class BinaryEvaluator:
     def products(self) -> list[str]:
         return list(self._pixels)
 
+    def merge(self, other: BinaryEvaluator) -> BinaryEvaluator:
+        """Add ``other``'s batches (same settings) after this evaluator's, in place; returns ``self``.
+
+        The result computes the metrics of one evaluator given this one's batches, then
+        ``other``'s (:mod:`dapo.distributed` merges the ranks' evaluators in rank order):
+        products keep their first-seen order, image scores are concatenated, pixel histograms
+        merged (:meth:`dapo.metrics.histogram.ScoreHistogram.merge`).
+        """
+        mine = (self.bins_per_octave, self.pro_max_fpr, self.exact_top, self.mask_threshold)
+        theirs = (other.bins_per_octave, other.pro_max_fpr, other.exact_top, other.mask_threshold)
+        if mine != theirs:
+            raise ValueError(f"merged BinaryEvaluators must share (bins_per_octave, pro_max_fpr, exact_top, "
+                             f"mask_threshold): {mine} vs {theirs}")
+        self._mask_label_warned |= other._mask_label_warned
+        for product, pixels in other._pixels.items():
+            if product not in self._pixels:
+                self._pixels[product] = PixelAccumulator(self.bins_per_octave, self.pro_max_fpr, self.exact_top)
+                self._image_scores[product], self._image_labels[product] = [], []
+            self._pixels[product].merge(pixels)
+            self._image_scores[product] += other._image_scores[product]
+            self._image_labels[product] += other._image_labels[product]
+        return self
+
     def compute(self) -> pd.DataFrame:
         """Product x metric table (floats in [0, 1], unrounded) with a final ``mean`` row."""
         rows = {}

@@ -147,6 +147,27 @@ class _ExactTop:
             batch_weights = np.bincount(where, weights=pos_weights[above], minlength=batch_keys.size)
         self._merge(batch_keys, batch_totals, batch_positives, batch_weights)
 
+    def absorb(self, other: _ExactTop) -> None:
+        """Add ``other``'s counts, as if its scores had been added after this store's (for :meth:`ScoreHistogram.merge`).
+
+        The boundary becomes the higher of the two (both stores are complete above it); the
+        buffered candidates are concatenated unflushed, this store's first, so that stores
+        that never flushed give the one-stream weight sums bit for bit.
+        """
+        self.boundary_bin = max(self.boundary_bin, other.boundary_bin)
+        if self.boundary_key > _MAX_KEY:
+            self._pending, self._n_pending = [], 0
+            return
+        bound = np.uint32(self.boundary_key)
+        pending = []
+        for keys, labels, weights in self._pending + other._pending:
+            selected = keys >= bound
+            pending.append((keys[selected], labels[selected], None if weights is None else weights[selected[labels]]))
+        self._pending, self._n_pending = pending, sum(entry[0].size for entry in pending)
+        keep = other.keys >= bound
+        self._merge(other.keys[keep], other.totals[keep], other.positives[keep],
+                    None if other.weights is None else other.weights[keep])
+
     def _raise_boundary(self, sorted_keys: np.ndarray) -> int:
         """Raise the boundary so that at most ``capacity`` of ``sorted_keys`` stay; index of the first kept."""
         if sorted_keys.size > self.capacity:
@@ -308,6 +329,31 @@ class ScoreHistogram:
         lower = float_from_order_keys(joined(3, np.uint32))
         upper = float_from_order_keys(joined(4, np.uint32))
         return RankedCounts(pos, total - pos, pos_weight, lower=lower, upper=upper)
+
+    def merge(self, other: ScoreHistogram) -> ScoreHistogram:
+        """Add every score of ``other`` (same settings) to this histogram, in place; returns ``self``.
+
+        For the reduction of sharded evaluations (:mod:`dapo.distributed`). Bin counts add and
+        the exact top ends in the state a single stream reaches (its boundary and groups depend
+        only on the scores seen), so the integer counts, hence AUROC, AP and F1-max, equal those
+        of one histogram fed every batch. The float weight sums (AUPRO) add too: equal bit for
+        bit when neither side flushed its exact top early (fewer than ``2**18`` candidates) and
+        every score lies in the exact top, else equal up to float rounding of the sums.
+        """
+        if (other.bins_per_octave, other._weights is None) != (self.bins_per_octave, self._weights is None):
+            raise ValueError("merged histograms must share bins_per_octave and track_weights")
+        if (other._top is None) != (self._top is None) or (self._top and self._top.capacity != other._top.capacity):
+            raise ValueError("merged histograms must share exact_top")
+        if other._page_of_slot.size:
+            missing = other._page_of_slot[self._slot_of_page[other._page_of_slot] == _NO_SLOT]
+            if missing.size:
+                self._allocate(missing)
+            slots = self._slot_of_page[other._page_of_slot].astype(np.int64)
+            for mine, theirs in zip(self._bin_arrays(), other._bin_arrays()):
+                mine[slots] += theirs
+        if self._top is not None:
+            self._top.absorb(other._top)
+        return self
 
     @classmethod
     def pooled(cls, histograms: Sequence[ScoreHistogram]) -> ScoreHistogram:

@@ -182,6 +182,18 @@ class MultiLabelEvaluator:
         images.probs.append(probs.astype(np.float64))
         images.targets.append(matrix)
 
+    def merge(self, other: MultiLabelEvaluator) -> MultiLabelEvaluator:
+        """Add ``other``'s images after this evaluator's, in place; returns ``self`` (the per-image
+        rows are concatenated, so the result equals one evaluator given every batch)."""
+        for product, theirs in other._products.items():
+            mine = self._products.setdefault(product, _ProductImages(theirs.class_names))
+            if mine.class_names != theirs.class_names:
+                raise ValueError(f"class_names for product {product!r} differ between merged evaluators: "
+                                 f"{list(mine.class_names)} vs {list(theirs.class_names)}")
+            mine.probs += theirs.probs
+            mine.targets += theirs.targets
+        return self
+
     def compute(self, threshold: float = 0.5, *, zero_division: float = 0.0) -> MultiLabelResult:
         """The tables at ``threshold`` (a type fires when ``probs > threshold``)."""
         (threshold,) = check_thresholds(threshold)

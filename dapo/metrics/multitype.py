@@ -90,6 +90,11 @@ class _ProductAccumulator:
         pairs = type_masks.astype(np.int64).ravel() * n_classes + predicted.ravel()
         self.confusion += np.bincount(pairs, minlength=n_classes**2).reshape(n_classes, n_classes)
 
+    def merge(self, other: _ProductAccumulator) -> None:
+        for mine, theirs in zip(self.histograms, other.histograms):
+            mine.merge(theirs)
+        self.confusion += other.confusion
+
     def per_class(self, f1_labels: str = "union") -> list[dict]:
         true_positives = np.diag(self.confusion).astype(np.float64)
         actual = self.confusion.sum(axis=1)
@@ -165,6 +170,22 @@ class MultiTypeEvaluator:
                 f"class_names for product {product!r} changed from {list(accumulator.class_names)} to {list(names)}"
             )
         accumulator.add(probs, type_masks)
+
+    def merge(self, other: MultiTypeEvaluator) -> MultiTypeEvaluator:
+        """Add ``other``'s batches (same settings) after this evaluator's, in place; returns ``self``.
+
+        Histograms and confusion matrices add (:meth:`dapo.metrics.histogram.ScoreHistogram.merge`):
+        the result computes exactly the tables of one evaluator given every batch.
+        """
+        if (other.bins_per_octave, other.f1_labels) != (self.bins_per_octave, self.f1_labels):
+            raise ValueError("merged MultiTypeEvaluators must share bins_per_octave and f1_labels")
+        for product, theirs in other._products.items():
+            mine = self._products.setdefault(product, _ProductAccumulator(theirs.class_names, self.bins_per_octave))
+            if mine.class_names != theirs.class_names:
+                raise ValueError(f"class_names for product {product!r} differ between merged evaluators: "
+                                 f"{list(mine.class_names)} vs {list(theirs.class_names)}")
+            mine.merge(theirs)
+        return self
 
     def compute(self) -> MultiTypeResult:
         """The four tidy tables; warns once about every (product, class) without positives."""

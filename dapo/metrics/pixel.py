@@ -70,6 +70,15 @@ class PixelAccumulator:
         self.low = min(self.low, float(maps.min()) if low is None else low)
         self.high = max(self.high, float(maps.max()) if high is None else high)
 
+    def merge(self, other: PixelAccumulator) -> PixelAccumulator:
+        """Add ``other``'s pixels (same ``max_fpr``), in place (:meth:`ScoreHistogram.merge`); returns ``self``."""
+        if other.max_fpr != self.max_fpr:
+            raise ValueError(f"merged pixel accumulators must share max_fpr ({self.max_fpr} vs {other.max_fpr})")
+        self.histogram.merge(other.histogram)
+        self.n_regions += other.n_regions
+        self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+        return self
+
     def ranked(self) -> RankedCounts:
         return self.histogram.ranked()
 
