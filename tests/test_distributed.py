@@ -386,3 +386,27 @@ def test_torchrun_dapo_evaluate_prints_and_writes_the_one_process_metrics(smoke,
         for suffix in (".csv", ".md"):
             written = (tmp_path / "two" / f"{name}_{TARGET}{suffix}").read_text()
             assert written == (tmp_path / "one" / f"{name}_{TARGET}{suffix}").read_text(), name + suffix
+
+
+@pytest.mark.slow
+def test_torchrun_dapo_train_writes_one_checkpoint_equal_to_one_process(smoke, tmp_path):
+    from dapo.checkpoint import read_checkpoint
+    from dapo.cli.common import DEFAULT_CHECKPOINT
+
+    if not DEFAULT_CHECKPOINT.is_file():
+        pytest.skip(f"{DEFAULT_CHECKPOINT} is not in this checkout")
+    cfg, _ = smoke
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    arguments = ["-m", "dapo", "train", "--dataset", cfg.train_dataset, "--root", str(cfg.dataset_roots[cfg.train_dataset]),
+                 "--epochs", "1", "--precision", "fp32", "--no-progress", "--set", "n_prompts=2"]
+    one = subprocess.run([sys.executable, *arguments, "--out", str(tmp_path / "one")], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          *arguments, "--out", str(tmp_path / "two")], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=900)
+    assert two.returncode == 0, two.stderr
+    assert "2 processes" in two.stderr and len(re.findall(r"final checkpoint", two.stderr)) == 1
+    single, parallel = (read_checkpoint(tmp_path / run / "epoch_001.safetensors")[0] for run in ("one", "two"))
+    for name, value in single.items():
+        assert (parallel[name] - value).abs().max() <= DDP_TOLERANCE, name

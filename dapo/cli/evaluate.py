@@ -45,7 +45,7 @@ EPILOG = """\
 examples:
   dapo evaluate --checkpoint runs/my_parts/epoch_005.safetensors --dataset folder --root held_out/ --out eval/
   dapo evaluate --dataset visa --root /data/VisA_20220922 --checkpoint runs/mvtec/epoch_005.safetensors \\
-      --clip-weights /models/ViT-L-14-336.pt --out eval/visa
+      --clip-weights /models/open_clip_ViT-L-14-336_openai.safetensors --out eval/visa
 """
 
 

@@ -60,7 +60,7 @@ examples:
   dapo predict photos/ --defects "scratch,hole,stain" --out predictions/
   dapo predict part.png --defects "crack,rust" --product "metal plate" --checkpoint run/epoch_005.safetensors
   dapo predict photos/ --defects scratch --backbone ViT-L-14-336 --pretrained openai \\
-      --clip-weights /models/ViT-L-14-336.pt --checkpoint paper_run/epoch_005.safetensors
+      --clip-weights /models/open_clip_ViT-L-14-336_openai.safetensors --checkpoint paper_run/epoch_005.safetensors
 """
 
 

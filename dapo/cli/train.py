@@ -10,6 +10,7 @@ beside them holds the resolved run, which ``--config`` repeats.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 from dapo.cli.common import (
@@ -45,7 +46,7 @@ examples:
   dapo train --dataset folder --root my_parts/ --method dapo --set lam=8 n_ctx=4 lr=5e-4 --out runs/lam8
   dapo train --config runs/lam8/run.yaml --out runs/lam8_again       # the same run, elsewhere
   dapo train --dataset mvtec --root /data/mvtec_ad --backbone ViT-L-14-336 --pretrained openai \\
-      --clip-weights /models/ViT-L-14-336.pt --out runs/mvtec
+      --clip-weights /models/open_clip_ViT-L-14-336_openai.safetensors --out runs/mvtec
 """
 
 
@@ -79,6 +80,16 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Train; under ``torchrun --nproc_per_node N`` the ranks train one model data-parallel with the
+    recipe's global batch (:mod:`dapo.distributed`) and rank 0 alone writes and prints."""
+    from dapo import distributed
+
+    device = resolve_device_argument(args.device)
+    with distributed.process_group(device) as world:
+        return _train(args, distributed.rank_device(device, world), world)
+
+
+def _train(args: argparse.Namespace, device, world) -> int:
     from dapo.baselines import make_model
     from dapo.checkpoint_store import FolderBusyError
     from dapo.cli.config import check_fields, parse_set, resolve, run_document, write_run_file
@@ -91,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
                                               batch_size=args.batch_size or recipe.training.batch_size)
     training = training.with_overrides(**training_fields)
     out = prepare_out(args.out)
-    device = resolve_device_argument(args.device)
     backbone = load_backbone_arguments(args, device)
     model = make_model(args.method, backbone, seed=args.seed, **model_fields)
     if not model.learnable_parameters():
@@ -108,14 +118,16 @@ def run(args: argparse.Namespace) -> int:
     vocabulary = training_words(training_vocabulary(dataset), args.dataset, training)
     check_prompts(model, vocabulary, args.root)
     check_resumable(out, model, vocabulary, training)
-    write_run_file(out, run_document(args, model.config, training, backbone_choice(args, None)))
-    print(f"dapo train: {args.method} on {args.dataset} {args.root} ({len(dataset)} images, defects: "
+    if world.main:
+        write_run_file(out, run_document(args, model.config, training, backbone_choice(args, None)))
+    say = functools.partial(print, file=sys.stderr) if world.main else lambda *a, **k: None
+    say(f"dapo train: {args.method} on {args.dataset} {args.root} ({len(dataset)} images, defects: "
           f"{', '.join(vocabulary)}), {backbone.model_name}/{backbone.pretrained} at {backbone.image_size} px, "
-          f"{training.epochs} epoch(s), {device}", file=sys.stderr)
+          f"{training.epochs} epoch(s), {device}" + (f", {world.size} processes" if world.size > 1 else ""))
     with argument_errors(f"--out {out}", ResumeError, FolderBusyError):
         result = train(model, dataset, out, training, device=str(device),
-                       num_workers=args.workers, progress=not args.no_progress, vocabulary=vocabulary)
-    print(f"dapo train: final checkpoint {result.final} (loss history {out / 'loss_history.csv'})", file=sys.stderr)
+                       num_workers=args.workers, progress=world.main and not args.no_progress, vocabulary=vocabulary)
+    say(f"dapo train: final checkpoint {result.final} (loss history {out / 'loss_history.csv'})")
     return 0
 
 
