@@ -74,7 +74,7 @@ def difference(a: Estimate, b: Estimate, paired_std: float | None = None) -> Est
     std = paired_std if paired_std is not None else math.sqrt(_sq(a.std) + _sq(b.std))
     if paired_std is None and not (np.isfinite(a.std) or np.isfinite(b.std)):
         std = float("nan")
-    return Estimate(a.mean - b.mean, std, min(a.n, b.n))
+    return Estimate(a.mean - b.mean, std, max(a.n, b.n))
 
 
 def _sq(x: float) -> float:
@@ -188,7 +188,7 @@ def compare(table: pd.DataFrame, metric: str, a: str, b: str, by: str = "method"
         reading = against_paper(diff, paper_diff)
         paper_lead = a if paper_diff > 0 else b
         result["paper"] = reading
-        result["sentence"] = (f"{sentence}; paper {a} {paper[0]:g} vs {b} {paper[1]:g} ({paper_lead} ahead): "
+        result["sentence"] = (f"{sentence}; paper {a} {paper[0]:.1f} vs {b} {paper[1]:.1f} ({paper_lead} ahead): "
                               f"**{reading}**")
     return result
 
