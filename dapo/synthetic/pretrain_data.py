@@ -20,7 +20,6 @@ from dapo.synthetic.corpus import IGNORE, TEXT_STREAM, View, full_view, local_vi
 from dapo.synthetic.generator import applicable_defects
 from dapo.synthetic.pretrain_config import PretrainConfig
 
-
 #: Offset between an image index and its replacements when the image shows a held-out type
 #: (far beyond any index a pretraining reaches, so a replacement never repeats another step's image).
 REPLACEMENT_STRIDE = 10**9
