@@ -89,16 +89,27 @@ def qualitative(images, true_masks, pred_masks, class_names: Sequence[str], titl
     return fig
 
 
+def epoch_position(history: pd.DataFrame) -> pd.Series:
+    """Each step's position in epochs (``epoch - 1 + (k + 1) / steps of that epoch``): methods with
+    different batch sizes share one x-axis."""
+    order = history.groupby("epoch").cumcount() + 1
+    per_epoch = history.groupby("epoch")["epoch"].transform("size")
+    return history["epoch"] - 1 + order / per_epoch
+
+
 def loss_curves(histories: dict[str, pd.DataFrame], columns: Sequence[str] = ("loss", "global", "local"),
-                x: str = "step") -> plt.Figure:
-    """One panel per loss column, one line per method."""
+                x: str = "epoch") -> plt.Figure:
+    """One panel per loss column, one line per method; ``x="epoch"`` (default) places every step at its
+    fractional epoch (:func:`epoch_position`), any other value plots that column."""
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2), squeeze=False)
     for ax, column in zip(axes[0], columns):
         for method, history in histories.items():
             if history is not None and column in history:
-                ax.plot(history[x], history[column], label=method, lw=1.2)
+                position = epoch_position(history) if x == "epoch" else history[x]
+                ax.plot(position, history[column], label=method, lw=1.2)
         ax.set_title(column)
-        ax.set_xlabel(x)
+        ax.set_xlabel("epoch (fraction of the training set seen)" if x == "epoch" else x)
+        ax.set_ylabel("loss per step (dimensionless)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()

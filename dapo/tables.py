@@ -345,3 +345,6 @@ def beside_view(frame: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
     wide = wide.reindex(index=pd.MultiIndex.from_frame(frame[keys].drop_duplicates()))
     wide.attrs["caption"] = frame.attrs.get("caption", "")
     return wide
+
+#: DAPO's per-defect (and per-product) multi-type tables by paper dataset.
+PAPER_PER_DEFECT = {"visa": "DAPO Table 14", "mpdd": "DAPO Table 13"}
