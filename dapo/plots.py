@@ -501,3 +501,16 @@ def sweep_lines(table: pd.DataFrame, x: str, metrics: Sequence[str], *, hue: str
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+#: Resolution of the figures a notebook shows (the files in ``figures/`` keep
+#: :func:`dapo.reporting.save_figure`'s own dpi).
+DISPLAY_DPI = 72
+
+
+def notebook_display(dpi: int = DISPLAY_DPI) -> None:
+    """Show figures in notebooks at screen resolution (``figure.dpi``), so executed notebooks stay
+    small; saved figures are unaffected (``save_figure`` passes its own dpi)."""
+    plt.rcParams["figure.dpi"] = dpi

@@ -28,7 +28,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from dapo.atomic import atomic_path, write_text
 from dapo.checkpoint import (  # noqa: F401
@@ -45,6 +44,7 @@ from dapo.config import TrainConfig
 from dapo.losses import loss_terms
 from dapo.model import DAPO
 from dapo.precision import autocast, resolve_device, resolve_precision
+from dapo.progress import tqdm
 
 LOSS_CSV = "loss_history.csv"
 CONFIG_JSON = "config.json"

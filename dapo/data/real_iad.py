@@ -21,11 +21,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from dapo.data.base import AnomalyDataset, DatasetRootError, MissingMaskError, Record
 from dapo.data.knowledge import UnknownDefectError, product_key
 from dapo.data.layouts import REAL_IAD_JSON_DIR, REAL_IAD_NORMAL_CLASS
+from dapo.progress import tqdm
 
 RESOLUTIONS = ("realiad_1024", "realiad_512", "realiad_256", "realiad_raw")
 REAL_IAD_LAYOUT_HELP = (

@@ -55,9 +55,9 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from dapo.precision import autocast, resolve_device
+from dapo.progress import tqdm
 from dapo.synthetic.captions import sample_caption
 from dapo.synthetic.compact_model import (
     ASSETS_DIR,

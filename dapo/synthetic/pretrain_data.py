@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from dapo.progress import tqdm
 from dapo.synthetic.captions import CaptionPolicy, exact_caption, product_words
 from dapo.synthetic.compact_model import locked_features
 from dapo.synthetic.corpus import IGNORE, TEXT_STREAM, View, full_view, local_views, sample_image, state_index
