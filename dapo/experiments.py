@@ -136,7 +136,6 @@ def start_notebook(notebook: str, namespace: MutableMapping[str, Any]) -> Run:
     common = {p.name: values[p.name] for p in COMMON}
     warnings.filterwarnings("ignore", message=".*initialized randomly.*")
     pd.set_option("display.precision", 1)
-    pd.set_option("display.max_colwidth", 200)
     from dapo.plots import notebook_display
 
     notebook_display()
