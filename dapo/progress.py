@@ -54,6 +54,11 @@ class tqdm(_std_tqdm):  # noqa: N801 - a drop-in for tqdm.auto.tqdm
             kwargs["delay"] = float("inf")  # never drawn while running
         super().__init__(*args, **kwargs)
 
+    def display(self, *args, **kwargs):
+        if getattr(self, "_final_only", False):  # an explicit refresh (set_postfix) draws nothing either
+            return None
+        return super().display(*args, **kwargs)
+
     def close(self):
         if getattr(self, "_final_only", False) and not self.disable and self.leave:
             self._final_only = False

@@ -10,8 +10,9 @@ from dapo import progress
 def _run(monkeypatch, mode, n=500, **kwargs):
     monkeypatch.setenv(progress.ENV, mode)
     out = io.StringIO()
-    for _ in progress.tqdm(range(n), file=out, mininterval=0, miniters=1, desc="work", **kwargs):
-        pass
+    bar = progress.tqdm(range(n), file=out, mininterval=0, miniters=1, desc="work", **kwargs)
+    for i in bar:
+        bar.set_postfix(loss=i)    # an explicit refresh, as the training loop does
     return out.getvalue()
 
 
