@@ -31,6 +31,24 @@ def denormalise(image, mean: Sequence[float] | None = None, std: Sequence[float]
     return np.clip(arr * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
 
 
+# ----------------------------------------------------------------------------- labels
+
+#: Axis and panel labels of the tables' metric columns.
+METRIC_LABELS = {
+    "image_auroc": "image AUROC", "image_ap": "image AP", "image_f1_max": "image F1-max",
+    "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP", "pixel_f1": "pixel F1",
+    "pixel_aupro": "pixel AUPRO (exact)", "pixel_aupro_official": "pixel AUPRO (authors' recipe)",
+    "multitype_auroc": "multi-type pixel AUROC", "multitype_ap": "multi-type pixel AP",
+    "multitype_f1": "multi-type pixel F1", "delta_ap": "Δ mean AP",
+    "loss_total": "total loss", "loss_global": "global loss", "loss_local": "local loss",
+}
+
+
+def metric_label(name: str) -> str:
+    """A readable label for a metric column (the column name itself when unknown)."""
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
 # ----------------------------------------------------------------------------- colours
 
 NORMAL_COLOUR = (0.6, 0.6, 0.6)
@@ -177,7 +195,7 @@ def loss_curves(histories: dict[str, pd.DataFrame], columns: Sequence[str] = ("l
             if history is not None and column in history:
                 position = epoch_position(history) if x == "epoch" else history[x]
                 ax.plot(position, history[column], label=method, lw=1.2)
-        ax.set_title(column)
+        ax.set_title(metric_label(column))
         ax.set_xlabel("epoch (fraction of the training set seen)" if x == "epoch" else x)
         ax.set_ylabel("loss per step (dimensionless)")
         ax.grid(alpha=0.3)
@@ -493,8 +511,9 @@ def sweep_lines(table: pd.DataFrame, x: str, metrics: Sequence[str], *, hue: str
                 ax.set_xticks(sorted(set(frame[x])))
                 ax.set_xticklabels([f"{v:g}" for v in sorted(set(frame[x]))])
             ax.set_xlabel(xlabel or x)
-            ax.set_ylabel(f"{metric} ({ylabel}), mean ± std over seeds" if col == 0 else f"{metric} ({ylabel})")
-            ax.set_title(f"{name}: {metric}" if name is not None else metric, fontsize=9)
+            label = metric_label(metric)
+            ax.set_ylabel(f"{label} ({ylabel}), mean ± std over seeds" if col == 0 else f"{label} ({ylabel})")
+            ax.set_title(f"{name}: {label}" if name is not None else label, fontsize=9)
             ax.grid(alpha=0.3)
     if hue and axes[0, 0].get_legend() is not None:
         axes[0, 0].legend(fontsize=7, title=hue, title_fontsize=7)  # seaborn's legend, one entry per hue
