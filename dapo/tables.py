@@ -348,3 +348,17 @@ def beside_view(frame: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
 
 #: DAPO's per-defect (and per-product) multi-type tables by paper dataset.
 PAPER_PER_DEFECT = {"visa": "DAPO Table 14", "mpdd": "DAPO Table 13"}
+
+
+def renamed_level(table: pd.DataFrame, level: str, names: Mapping[str, str], to: str = "method") -> pd.DataFrame:
+    """A summary table with index level ``level`` renamed ``to`` and its values mapped by ``names``
+    (e.g. the ablation's ``aggregation`` values to the paper's method rows, for :func:`beside_paper`)."""
+    if level not in table.index.names:
+        raise ValueError(f"the table has no index level {level!r}; it has {list(table.index.names)}")
+    frame = table.rename(index={k: v for k, v in names.items()}, level=level)
+    return frame.rename_axis(index={level: to})
+
+
+#: The paper's method rows of Tables 6 and 7 for the ablations' settings.
+TABLE6_METHODS = {"mean": "DAPO", "attention": "DAPO (attention aggregation)"}
+TABLE7_METHODS = {"progressive": "DAPO", "naive": "DAPO w/o progressive"}

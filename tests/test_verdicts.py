@@ -96,3 +96,16 @@ def test_beside_paper_per_defect_strips_the_unseen_mark():
 def test_beside_paper_refuses_a_table_without_the_keys():
     with pytest.raises(ValueError, match="lacks"):
         beside_paper(_table(), "DAPO Table 14", keys=("defect", "method"))
+
+
+def test_ablation_settings_map_to_the_papers_method_rows():
+    from dapo.tables import TABLE6_METHODS, renamed_level
+
+    rows = [{"dataset": d, "aggregation": a, "seed": s, "metric": "image_auroc", "value": 80.0 + s}
+            for d in ("synthetic_target", "synthetic_mpdd") for a in ("mean", "attention") for s in range(2)]
+    summary = summarise(pd.DataFrame(rows), ["dataset", "aggregation"])
+    frame = beside_paper(renamed_level(summary, "aggregation", TABLE6_METHODS), "DAPO Table 6", dataset="dataset")
+    row = frame[(frame["world"] == "synthetic_target ~ VisA") & (frame["method"] == "DAPO (attention aggregation)")]
+    assert row["paper"].tolist() == [79.9]                     # DAPO Table 6, VisA, attention, image AUROC
+    with pytest.raises(ValueError, match="no index level"):
+        renamed_level(summary, "tuning", TABLE6_METHODS)
