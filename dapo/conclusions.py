@@ -229,7 +229,7 @@ def multilabel_lines(table11: pd.DataFrame, high_recall: float = 90.0, low_preci
 
 def topology_lines(measures: pd.DataFrame, focus: str = "DAPO", pair: tuple[str, str] = ("AnomalyCLIP", "zero-shot CLIP"),
                    metrics: Sequence[str] = ("silhouette", "knn_purity", "alignment", "normal_auroc",
-                                             "text_cos_defects")) -> list[str]:
+                                             "text_cos_normal", "text_cos_defects")) -> list[str]:
     """Notebook 10: per target the ranking of each measure, and ``pair``'s patch-only measures side by side."""
     rows = tidy(measures)
     lines = []
