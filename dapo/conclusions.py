@@ -17,6 +17,7 @@ import pandas as pd
 from dapo.verdicts import (
     CLEAR,
     NOISE,
+    ONE_SEED,
     RULE,
     Estimate,
     classify,
@@ -260,7 +261,10 @@ def effect_lines(effects: pd.DataFrame, baseline: str = "default", decimals: int
         verdicts = [classify(d, s) for d, s in zip(group["delta"], group["delta_std"])]
         clear = [_effect_text(r, decimals) for (_, r), v in zip(group.iterrows(), verdicts) if v == CLEAR]
         n_noise = sum(v == NOISE for v in verdicts)
-        if clear:
+        if all(v == ONE_SEED for v in verdicts):
+            shown = "; ".join(_effect_text(r, decimals) for _, r in group.iterrows())
+            lines.append(f"`{setting}`: one seed, no spread to judge ({shown})")
+        elif clear:
             lines.append(f"`{setting}`: clear: {'; '.join(clear)}; {n_noise} of {len(group)} (target, metric) pairs "
                          f"within noise")
         else:

@@ -109,3 +109,15 @@ def test_ablation_settings_map_to_the_papers_method_rows():
     assert row["paper"].tolist() == [79.9]                     # DAPO Table 6, VisA, attention, image AUROC
     with pytest.raises(ValueError, match="no index level"):
         renamed_level(summary, "tuning", TABLE6_METHODS)
+
+
+def test_effect_lines_list_clear_effects_and_say_when_one_seed_cannot_judge():
+    from dapo.conclusions import effect_lines
+
+    effects = pd.DataFrame({"setting": ["default", "x", "x", "y"], "kind": "k",
+                            "dataset": "synthetic_target", "metric": ["m1", "m1", "m2", "m1"],
+                            "mean": 1.0, "std": 0.1, "n": [3, 3, 3, 1],
+                            "delta": [0.0, 0.64, 0.3, 2.0], "delta_std": [0.0, 0.22, 0.1, float("nan")]})
+    lines = effect_lines(effects)
+    assert lines[0] == "`x`: clear: synthetic_target ~ VisA m1 +0.6 ± 0.2; 1 of 2 (target, metric) pairs within noise"
+    assert lines[1].startswith("`y`: one seed, no spread to judge")
