@@ -80,7 +80,7 @@ def state_separation(similarity: pd.DataFrame, decimals: int = 2) -> list[str]:
 def training_lines(summary: pd.DataFrame) -> list[str]:
     """Notebook 02: epochs, steps and the final-epoch losses of each method, read from ``training_summary``."""
     frame = summary.reset_index() if "method" not in summary.columns else summary
-    return [f"{r['method']}: {int(r['epochs'])} epochs, {int(r['steps'])} optimiser steps, final-epoch mean loss "
+    return [f"{r['method']}: epochs {int(r['epochs'])}, optimiser steps {int(r['steps'])}, final-epoch mean loss "
             f"{r['final_epoch_loss']:.3f} (local part {r['final_epoch_local_loss']:.3f}), "
             f"{int(r['learnable_parameters']):,} learnable parameters" for _, r in frame.iterrows()]
 

@@ -12,7 +12,7 @@ trained independently it is ``sqrt(s_a**2 + s_b**2)`` (:func:`difference`).
 
 **Against the paper.** A reported direction (the paper's ``a - b`` of the same metric) is
 *reproduced* when our difference is clear with the same sign, *not reproduced (opposite)* when
-clear with the other sign, *not reproduced (within noise)* otherwise.
+clear with the other sign, *not reproduced (within noise)* otherwise, and *not judged* with one seed.
 
 Tables come in as the tidy frame of :func:`tidy` (columns: keys..., ``metric``, ``mean``,
 ``std``, ``n``), read from a :func:`dapo.tables.summarise` frame or its committed CSV.
@@ -36,6 +36,7 @@ RULE = f"|difference| >= {MIN_EFFECT:g} and > {NOISE_FACTOR:g} std over the seed
 
 CLEAR, NOISE, ONE_SEED = "clear", "within noise", "one seed"
 REPRODUCED, OPPOSITE, NOT_TOLD = "reproduced", "not reproduced (opposite)", "not reproduced (within noise)"
+UNJUDGED = "not judged (one seed)"
 
 
 def classify(diff: float, std: float, *, min_effect: float = MIN_EFFECT) -> str:
@@ -84,6 +85,8 @@ def _sq(x: float) -> float:
 def against_paper(ours: Estimate, paper_diff: float) -> str:
     """Our difference ``a - b`` read against the paper's ``a - b`` (see the module docstring)."""
     verdict = classify(ours.mean, ours.std)
+    if verdict == ONE_SEED:
+        return UNJUDGED
     if verdict != CLEAR or paper_diff == 0:
         return NOT_TOLD
     return REPRODUCED if np.sign(ours.mean) == np.sign(paper_diff) else OPPOSITE

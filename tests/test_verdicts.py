@@ -31,6 +31,7 @@ def test_against_paper_needs_a_clear_difference_of_the_same_sign():
     assert v.against_paper(v.Estimate(5.0, 1.0, 3), paper_diff=2.0) == v.REPRODUCED
     assert v.against_paper(v.Estimate(-5.0, 1.0, 3), paper_diff=2.0) == v.OPPOSITE
     assert v.against_paper(v.Estimate(5.0, 4.8, 3), paper_diff=2.0) == v.NOT_TOLD
+    assert v.against_paper(v.Estimate(5.0, float("nan"), 1), paper_diff=2.0) == v.UNJUDGED
 
 
 def _table():
