@@ -6,7 +6,9 @@ on the compact synthetic CLIP, 24 / 12 on ViT-L/14), full depth written as ``Non
 it shares the checkpoint of the default DAPO. :func:`ablation_table` turns a tidy sweep into
 the committed layout (one row per setting, seed, epoch and dataset; metrics in percent);
 :func:`verdicts` and :func:`paired_difference` compute what the notebooks' closing cells
-print against the paper's claims, so no conclusion is written before the numbers exist.
+print against the paper's claims, so no conclusion is written before the numbers exist; both
+judge a difference by the one rule of :mod:`dapo.verdicts` (clear when ``|d| >= 0.5`` and
+``> 2 std``, else within noise).
 """
 
 from __future__ import annotations
@@ -129,7 +131,10 @@ def paired_difference(table: pd.DataFrame, field: str, a: Any, b: Any, by: Seque
                       metrics: Sequence[str]) -> pd.DataFrame:
     """``a - b`` of ``field`` in an :func:`ablation_table`, paired by seed and epoch within each group
     of ``by``: per group and metric the mean, std (ddof 1), number of pairs and the share of pairs
-    in which ``a`` is ahead."""
+    in which ``a`` is ahead, and ``verdict`` (:func:`dapo.verdicts.verdict_column`: ``"<a> ahead"``,
+    ``"<b> ahead"``, ``"within noise"``)."""
+    from dapo.verdicts import verdict_column
+
     keys = [*by, "seed", "epoch"]
     left = table[table[field] == a].set_index(keys)[list(metrics)]
     right = table[table[field] == b].set_index(keys)[list(metrics)]
@@ -138,14 +143,19 @@ def paired_difference(table: pd.DataFrame, field: str, a: Any, b: Any, by: Seque
         raise ValueError(f"no seed was evaluated with both {field}={a!r} and {field}={b!r}")
     long = diff.reset_index().melt(id_vars=keys, value_vars=list(metrics), var_name="metric", value_name="delta")
     grouped = long.groupby([*by, "metric"], sort=False, dropna=False)["delta"]
-    return grouped.agg(mean="mean", std="std", n="count", ahead=lambda d: float((d > 0).mean())).reset_index()
+    out = grouped.agg(mean="mean", std="std", n="count", ahead=lambda d: float((d > 0).mean())).reset_index()
+    out["verdict"] = verdict_column(out, a=str(a), b=str(b))
+    return out
 
 
 def verdicts(summary: pd.DataFrame, field: str, *, default: Any = None) -> pd.DataFrame:
     """Per (dataset, metric) of a :func:`ablation_summary` table indexed by (``field``, dataset): the
     best and worst setting with their means, the default's mean and its gap to the best in units
-    of the best setting's std, and the rank correlation (Spearman) of setting and mean where the
+    of the best setting's std, ``default vs best`` (:func:`dapo.verdicts.classify` of the gap with the
+    std of two independent runs), and the rank correlation (Spearman) of setting and mean where the
     setting is numeric (negative: larger values do worse)."""
+    from dapo.verdicts import Estimate, classify, difference
+
     metrics = [m for m in dict.fromkeys(summary.columns.get_level_values(0)) if m != "n_seeds"]
     rows = []
     frame = summary.reset_index()
@@ -159,6 +169,8 @@ def verdicts(summary: pd.DataFrame, field: str, *, default: Any = None) -> pd.Da
             if default is not None and default in means.index:
                 spread = stds[best] if np.isfinite(stds[best]) and stds[best] > 0 else np.nan
                 row.update({"default": means[default], "default gap / std": (means[best] - means[default]) / spread})
+                gap = difference(Estimate(means[best], stds[best], 2), Estimate(means[default], stds[default], 2))
+                row["default vs best"] = "default is best" if best == default else classify(gap.mean, gap.std)
             numeric = pd.to_numeric(pd.Series(means.index), errors="coerce")
             if numeric.notna().all() and len(means) > 2:
                 row["spearman"] = float(pd.Series(numeric.to_numpy()).corr(pd.Series(means.to_numpy()),

@@ -23,7 +23,6 @@ from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dapo import distributed, ledger
 from dapo.checkpoint_store import DEFAULT_SETTING, checkpoint_dir, setting_name  # noqa: F401 (re-exported)
@@ -32,6 +31,7 @@ from dapo.paths import figures_dir as default_figures_dir
 from dapo.paths import results_dir
 from dapo.precision import resolve_device, resolve_precision, set_run_precision
 from dapo.profiles import ProfileConfig, resolve_profile
+from dapo.progress import tqdm
 from dapo.reporting import Provenance, save_figure, save_table, write_provenance
 
 
@@ -88,7 +88,17 @@ class Run:
         return (f"Run({self.prov.label}\n    notebook={self.notebook}, seed={self.seed}, device={self.device}, "
                 f"precision={self.precision}, backbone={self.cfg.backbone}/{self.cfg.pretrained} @ "
                 f"{self.cfg.image_size}px, train={self.cfg.train_dataset}, targets={list(self.cfg.target_datasets)}"
-                f"\n    results -> {self.out_dir}\n    figures -> {self.fig_dir})")
+                f"\n    results -> {shown_path(self.out_dir)}\n    figures -> {shown_path(self.fig_dir)})")
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when inside it (no machine paths in executed notebooks)."""
+    from dapo.paths import REPO_ROOT
+
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return f".../{Path(path).name}"
 
 
 def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0, data_root=None,
@@ -138,6 +148,9 @@ def start_notebook(notebook: str, namespace: MutableMapping[str, Any]) -> Run:
     common = {p.name: values[p.name] for p in COMMON}
     warnings.filterwarnings("ignore", message=".*initialized randomly.*")
     pd.set_option("display.precision", 1)
+    from dapo.plots import notebook_display
+
+    notebook_display()
     return start_run(**common, notebook=notebook, params=values)
 
 

@@ -7,7 +7,9 @@ footer) is :func:`dapo.reporting.save_figure`'s job.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
+from functools import lru_cache
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,28 +31,114 @@ def denormalise(image, mean: Sequence[float] | None = None, std: Sequence[float]
     return np.clip(arr * np.asarray(std) + np.asarray(mean), 0.0, 1.0)
 
 
-def type_colormap(n_classes: int) -> ListedColormap:
-    """Class 0 (normal) transparent-black, defect classes from a qualitative palette."""
-    palette = plt.get_cmap("tab20").colors
-    colours = [(0, 0, 0, 0)] + [(*palette[i % len(palette)], 0.65) for i in range(max(n_classes - 1, 1))]
-    return ListedColormap(colours)
+# ----------------------------------------------------------------------------- labels
+
+#: Axis and panel labels of the tables' metric columns.
+METRIC_LABELS = {
+    "image_auroc": "image AUROC", "image_ap": "image AP", "image_f1_max": "image F1-max",
+    "pixel_auroc": "pixel AUROC", "pixel_ap": "pixel AP", "pixel_f1": "pixel F1",
+    "pixel_aupro": "pixel AUPRO (exact)", "pixel_aupro_official": "pixel AUPRO (authors' recipe)",
+    "multitype_auroc": "multi-type pixel AUROC", "multitype_ap": "multi-type pixel AP",
+    "multitype_f1": "multi-type pixel F1", "delta_ap": "Δ mean AP",
+    "loss_total": "total loss", "loss_global": "global loss", "loss_local": "local loss",
+}
 
 
-def _overlay(ax, image, type_mask, n_classes: int, title: str = "", mean=None, std=None) -> None:
+def metric_label(name: str) -> str:
+    """A readable label for a metric column (the column name itself when unknown)."""
+    return METRIC_LABELS.get(name, name.replace("_", " "))
+
+
+# ----------------------------------------------------------------------------- colours
+
+NORMAL_COLOUR = (0.6, 0.6, 0.6)
+ANOMALY_COLOUR = (0.0, 0.0, 0.0)
+
+
+def srgb_to_lab(rgb) -> np.ndarray:
+    """sRGB in [0, 1] (..., 3) -> CIELAB (D65), for colour distances (delta-E 1976 = Euclidean in Lab)."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    linear = np.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)
+    xyz = linear @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.stack([116 * f[..., 1] - 16, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], axis=-1)
+
+
+def delta_e(a, b) -> np.ndarray:
+    """CIE76 colour difference of sRGB colours ``a`` and ``b`` (broadcast)."""
+    return np.linalg.norm(srgb_to_lab(a) - srgb_to_lab(b), axis=-1)
+
+
+@lru_cache(maxsize=1)
+def qualitative_palette(n: int = 64) -> tuple[tuple[float, float, float], ...]:
+    """``n`` vivid colours in farthest-point order in CIELAB (each the farthest from all before it and
+    from the normal grey), drawn from a 16-level sRGB grid with lightness 30-85 and chroma > 30:
+    the first k are as far apart as this greedy choice gets (deterministic, no randomness)."""
+    levels = np.linspace(0.0, 1.0, 16)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    lab = srgb_to_lab(grid)
+    keep = (lab[:, 0] >= 30) & (lab[:, 0] <= 85) & (np.hypot(lab[:, 1], lab[:, 2]) > 30)
+    grid, lab = grid[keep], lab[keep]
+    nearest = np.linalg.norm(lab - srgb_to_lab(NORMAL_COLOUR), axis=1)
+    chosen = []
+    for _ in range(n):
+        index = int(np.argmax(nearest))
+        chosen.append(tuple(float(v) for v in grid[index]))
+        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[index], axis=1))
+    return tuple(chosen)
+
+
+@lru_cache(maxsize=1)
+def _colour_order() -> tuple[str, ...]:
+    """Defect names in palette order: the synthetic world's types first (they get the most distinct
+    colours), then every other knowledge-base superclass alphabetically."""
+    from dapo.data.knowledge import _defect_registry
+    from dapo.synthetic.corpus import DEFECT_ORDER
+
+    return (*DEFECT_ORDER, *sorted(set(_defect_registry()) - set(DEFECT_ORDER)))
+
+
+def defect_colour(name: str) -> tuple[float, float, float]:
+    """The one colour of a state in every figure: ``normal`` grey, ``anomaly`` (a binary model's
+    state) black, each defect type (``*`` ignored) its own entry of :func:`qualitative_palette`; a
+    name outside the knowledge base (the playground's free words) a stable later entry."""
+    base = name.rstrip("*").strip()
+    if base == "normal":
+        return NORMAL_COLOUR
+    if base == "anomaly":
+        return ANOMALY_COLOUR
+    order, palette = _colour_order(), qualitative_palette()
+    if base in order:
+        return palette[order.index(base) % len(palette)]
+    spare = len(palette) - len(order)
+    return palette[len(order) + zlib.crc32(base.encode()) % max(spare, 1)] if spare > 0 else palette[-1]
+
+
+def type_colormap(class_names: Sequence[str] | int) -> ListedColormap:
+    """Class 0 (normal) transparent, class k the colour of ``class_names[k]`` (:func:`defect_colour`),
+    so a type has the same colour in every figure. An int (no names) falls back to palette order."""
+    if isinstance(class_names, int):
+        colours = [qualitative_palette()[i % len(qualitative_palette())] for i in range(max(class_names - 1, 1))]
+    else:
+        colours = [defect_colour(name) for name in list(class_names)[1:]] or [NORMAL_COLOUR]
+    return ListedColormap([(0, 0, 0, 0)] + [(*c, 0.65) for c in colours])
+
+
+def _overlay(ax, image, type_mask, class_names: Sequence[str], title: str = "", mean=None, std=None) -> None:
     ax.imshow(denormalise(image, mean, std))
     if type_mask is not None:
-        ax.imshow(np.asarray(type_mask), cmap=type_colormap(n_classes), vmin=0, vmax=n_classes - 1,
+        ax.imshow(np.asarray(type_mask), cmap=type_colormap(class_names), vmin=0, vmax=len(class_names) - 1,
                   interpolation="nearest")
     ax.set_title(title, fontsize=8)
     ax.axis("off")
 
 
 def _legend(fig, class_names: Sequence[str]) -> None:
-    cmap = type_colormap(len(class_names))
-    handles = [Patch(color=cmap(i), label=name) for i, name in enumerate(class_names) if i > 0]
+    handles = [Patch(color=defect_colour(name), label=name, alpha=0.8) for name in list(class_names)[1:]]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=7,
-                   bbox_to_anchor=(0.5, 0.02), frameon=False)
+                   bbox_to_anchor=(0.5, 0.02), frameon=False, title="defect type (mask colour)", title_fontsize=7)
 
 
 def sample_grid(samples: Sequence[dict], class_names: Sequence[str], ncols: int = 6, *,
@@ -65,7 +153,7 @@ def sample_grid(samples: Sequence[dict], class_names: Sequence[str], ncols: int 
         ax.axis("off")
     for ax, sample in zip(axes.ravel(), samples):
         defects = ", ".join(sample["defects"]) or "good"
-        _overlay(ax, sample["image"], sample["type_mask"], len(class_names), f"{sample['product']}\n{defects}",
+        _overlay(ax, sample["image"], sample["type_mask"], class_names, f"{sample['product']}\n{defects}",
                  mean, std)
     _legend(fig, class_names)
     fig.subplots_adjust(bottom=0.12)
@@ -81,24 +169,35 @@ def qualitative(images, true_masks, pred_masks, class_names: Sequence[str], titl
     n = len(images)
     fig, axes = plt.subplots(3, n, figsize=(2.0 * n, 6.6), squeeze=False)
     for j in range(n):
-        _overlay(axes[0, j], images[j], None, len(class_names), titles[j], mean, std)
-        _overlay(axes[1, j], images[j], true_masks[j], len(class_names), "ground truth", mean, std)
-        _overlay(axes[2, j], images[j], pred_masks[j], len(class_names), "prediction", mean, std)
+        _overlay(axes[0, j], images[j], None, class_names, titles[j], mean, std)
+        _overlay(axes[1, j], images[j], true_masks[j], class_names, "ground truth", mean, std)
+        _overlay(axes[2, j], images[j], pred_masks[j], class_names, "prediction", mean, std)
     _legend(fig, class_names)
     fig.subplots_adjust(bottom=0.08)
     return fig
 
 
+def epoch_position(history: pd.DataFrame) -> pd.Series:
+    """Each step's position in epochs (``epoch - 1 + (k + 1) / steps of that epoch``): methods with
+    different batch sizes share one x-axis."""
+    order = history.groupby("epoch").cumcount() + 1
+    per_epoch = history.groupby("epoch")["epoch"].transform("size")
+    return history["epoch"] - 1 + order / per_epoch
+
+
 def loss_curves(histories: dict[str, pd.DataFrame], columns: Sequence[str] = ("loss", "global", "local"),
-                x: str = "step") -> plt.Figure:
-    """One panel per loss column, one line per method."""
+                x: str = "epoch") -> plt.Figure:
+    """One panel per loss column, one line per method; ``x="epoch"`` (default) places every step at its
+    fractional epoch (:func:`epoch_position`), any other value plots that column."""
     fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 3.2), squeeze=False)
     for ax, column in zip(axes[0], columns):
         for method, history in histories.items():
             if history is not None and column in history:
-                ax.plot(history[x], history[column], label=method, lw=1.2)
-        ax.set_title(column)
-        ax.set_xlabel(x)
+                position = epoch_position(history) if x == "epoch" else history[x]
+                ax.plot(position, history[column], label=method, lw=1.2)
+        ax.set_title(metric_label(column))
+        ax.set_xlabel("epoch (fraction of the training set seen)" if x == "epoch" else x)
+        ax.set_ylabel("loss per step (dimensionless)")
         ax.grid(alpha=0.3)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
@@ -126,7 +225,7 @@ def embedding_scatter(panels: dict[str, tuple[np.ndarray, Sequence[str]]], metho
                       seed: int = 0) -> plt.Figure:
     """One panel per embedding set: ``{title: (embeddings, labels)}``, points coloured by label."""
     labels_all = sorted({label for _, labels in panels.values() for label in labels})
-    palette = dict(zip(labels_all, plt.get_cmap("tab20").colors * 3))
+    palette = {label: defect_colour(label) for label in labels_all}
     fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 4.6), squeeze=False)
     for ax, (title, (emb, labels)) in zip(axes[0], panels.items()):
         xy = project_2d(emb, method, seed)
@@ -140,22 +239,14 @@ def embedding_scatter(panels: dict[str, tuple[np.ndarray, Sequence[str]]], metho
         ax.set_xticks([])
         ax.set_yticks([])
     handles, names = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center right", fontsize=7, frameon=False)
+    fig.legend(handles, names, loc="center right", fontsize=7, frameon=False, title="state", title_fontsize=7)
     fig.subplots_adjust(right=0.82)
     return fig
 
 
 def _state_styles(names: Sequence[str]) -> dict[str, tuple]:
-    """Colour per state name: normal grey, a binary model's single abnormal state black, defect types
-    from tab10 in order of appearance (``*``-marked unseen names share their type's colour)."""
-    palette = plt.get_cmap("tab10").colors
-    styles, order = {"normal": (0.6, 0.6, 0.6), "anomaly": (0.0, 0.0, 0.0)}, []
-    for name in names:
-        base = name.rstrip("*")
-        if base not in styles and base not in order:
-            order.append(base)
-    styles.update({base: palette[i % len(palette)] for i, base in enumerate(order)})
-    return styles
+    """Colour per state name (:func:`defect_colour`; ``*``-marked unseen names share their type's colour)."""
+    return {name.rstrip("*"): defect_colour(name) for name in [*names, "normal", "anomaly"]}
 
 
 def topology_scatter(panels: dict[str, dict], method: str = "tsne", seed: int = 0) -> plt.Figure:
@@ -211,14 +302,14 @@ def vocabulary_maps_figure(image, class_names: Sequence[str], type_probs, type_m
     n_defects = len(class_names) - 1
     fig, axes = plt.subplots(1, n_defects + 3, figsize=(2.3 * (n_defects + 2) + 0.4, 2.9), squeeze=False,
                              gridspec_kw=dict(width_ratios=[1.0] * (n_defects + 1) + [0.07, 1.0]))
-    _overlay(axes[0, 0], image, None, len(class_names), title or "image", mean, std)
+    _overlay(axes[0, 0], image, None, class_names, title or "image", mean, std)
     for k in range(1, n_defects + 1):
         ax = axes[0, k]
         shown = ax.imshow(np.asarray(type_probs[k]), cmap="magma", vmin=0.0, vmax=1.0)
         ax.set_title(f"p({class_names[k]})", fontsize=8)
         ax.axis("off")
     fig.colorbar(shown, cax=axes[0, -2]).ax.tick_params(labelsize=6)
-    _overlay(axes[0, -1], image, type_mask, len(class_names), "argmax mask", mean, std)
+    _overlay(axes[0, -1], image, type_mask, class_names, "argmax mask", mean, std)
     _legend(fig, class_names)
     fig.subplots_adjust(bottom=0.2, wspace=0.35)
     return fig
@@ -272,7 +363,8 @@ def roc_curves(curves: dict[str, Sequence[pd.DataFrame]], *, product: str | None
     ax.set_ylabel("true positive rate")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right", title="AUC of the drawn (pooled) curve,\nmean ± std over seeds",
+              title_fontsize=6)
     fig.tight_layout()
     return fig
 
@@ -280,7 +372,9 @@ def roc_curves(curves: dict[str, Sequence[pd.DataFrame]], *, product: str | None
 def confusion_matrices(counts: dict[str, Sequence[pd.DataFrame | pd.Series | dict]], *, threshold: float = 0.5,
                        product: str | None = "pooled", title: str = "") -> plt.Figure:
     """DAPO Fig. 4(b, c): one 2 x 2 confusion matrix per method at ``threshold`` (``score >= t`` is
-    anomalous), colour = mean count over seeds, cells annotated with mean ± std.
+    anomalous), shade = the share of the row's true class (0-100 %, said on the x label, so the
+    shade does not follow the class sizes), cells annotated with the
+    image counts, mean ± std over the seeds.
 
     ``counts``: ``{method: [counts per seed]}``: rows with ``threshold, tp, fp, fn, tn`` (and ``product``,
     filtered to ``product``; ``BinaryEvaluation.rates``) or one dict/Series of ``tp, fp, fn, tn``.
@@ -300,13 +394,14 @@ def confusion_matrices(counts: dict[str, Sequence[pd.DataFrame | pd.Series | dic
             matrices.append([[entry["tn"], entry["fp"]], [entry["fn"], entry["tp"]]])
         matrices = np.asarray(matrices, dtype=np.float64)
         mean = matrices.mean(axis=0)
+        share = 100.0 * mean / np.maximum(mean.sum(axis=1, keepdims=True), 1e-12)
         text = [[_pm_text(matrices[:, i, j], ".0f" if len(matrices) == 1 else ".1f") for j in range(2)]
                 for i in range(2)]
-        sns.heatmap(mean, annot=np.asarray(text), fmt="", cmap="Blues", cbar=False, ax=ax, square=True,
+        sns.heatmap(share, annot=np.asarray(text), fmt="", cmap="Blues", vmin=0, vmax=100, ax=ax, square=True,
                     xticklabels=["normal", "anomalous"], yticklabels=["normal", "anomalous"],
-                    annot_kws={"fontsize": 8})
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
+                    annot_kws={"fontsize": 8}, cbar=False)
+        ax.set_xlabel("predicted (images; shade: % of the true class, 0-100)", fontsize=8)
+        ax.set_ylabel("true (images)")
         ax.set_title(f"{method} (threshold {threshold:g})", fontsize=9)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -383,7 +478,8 @@ def sweep_lines(table: pd.DataFrame, x: str, metrics: Sequence[str], *, hue: str
     (:func:`dapo.ablations.ablation_table`). A non-numeric ``x`` (``"mean"`` / ``"attention"``) is
     drawn as categories in order of appearance; ``logx`` for a geometric grid (lambda).
     ``paper``: optional reported points (columns ``panel``, ``x``, ``hue``, metric columns) drawn
-    as hollow markers, labelled as reported.
+    as hollow markers, labelled as reported. Each ``hue`` value has its own marker and dash
+    pattern too, so a line hidden under another stays visible.
     """
     import seaborn as sns
 
@@ -402,8 +498,9 @@ def sweep_lines(table: pd.DataFrame, x: str, metrics: Sequence[str], *, hue: str
         frame = data if name is None else data[data[panel] == name]
         for col, metric in enumerate(metrics):
             ax = axes[row, col]
-            sns.lineplot(data=frame, x=x, y=metric, hue=hue, hue_order=hue_order, errorbar="sd", marker="o",
-                         err_style="bars", err_kws={"capsize": 3}, ax=ax, legend=(row == 0 and col == 0) and bool(hue))
+            styled = dict(style=hue, style_order=hue_order, markers=True, dashes=True) if hue else dict(marker="o")
+            sns.lineplot(data=frame, x=x, y=metric, hue=hue, hue_order=hue_order, errorbar="sd", err_style="bars",
+                         err_kws={"capsize": 3}, ax=ax, legend=(row == 0 and col == 0) and bool(hue), **styled)
             if paper is not None and name in set(paper.get(panel, [])) and metric in paper.columns:
                 reported = paper[paper[panel] == name]
                 ax.scatter(reported[x], reported[metric], facecolors="none", edgecolors="k", s=40, zorder=5,
@@ -414,11 +511,25 @@ def sweep_lines(table: pd.DataFrame, x: str, metrics: Sequence[str], *, hue: str
                 ax.set_xticks(sorted(set(frame[x])))
                 ax.set_xticklabels([f"{v:g}" for v in sorted(set(frame[x]))])
             ax.set_xlabel(xlabel or x)
-            ax.set_ylabel(f"{metric} ({ylabel})" if col == 0 else metric)
-            ax.set_title(f"{name}: {metric}" if name is not None else metric, fontsize=9)
+            label = metric_label(metric)
+            ax.set_ylabel(f"{label} ({ylabel}), mean ± std over seeds" if col == 0 else f"{label} ({ylabel})")
+            ax.set_title(f"{name}: {label}" if name is not None else label, fontsize=9)
             ax.grid(alpha=0.3)
     if hue and axes[0, 0].get_legend() is not None:
-        axes[0, 0].legend(fontsize=7, title=hue, title_fontsize=7)
+        axes[0, 0].legend(fontsize=7, title=hue, title_fontsize=7)  # seaborn's legend, one entry per hue
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- notebooks
+
+#: Resolution of the figures a notebook shows (the files in ``figures/`` keep
+#: :func:`dapo.reporting.save_figure`'s own dpi).
+DISPLAY_DPI = 72
+
+
+def notebook_display(dpi: int = DISPLAY_DPI) -> None:
+    """Show figures in notebooks at screen resolution (``figure.dpi``), so executed notebooks stay
+    small; saved figures are unaffected (``save_figure`` passes its own dpi)."""
+    plt.rcParams["figure.dpi"] = dpi

@@ -138,14 +138,28 @@ def _markdown(df: pd.DataFrame, index: bool) -> str:
     return shown.to_markdown(index=index)
 
 
+SYNTHETIC_BANNER = "SYNTHETIC DATA: generated world and compact backbone, not the paper's datasets or numbers"
+
+
 def save_figure(fig, name: str, fig_dir: str | Path, prov: Provenance, dpi: int = 120) -> Path:
-    """Save a matplotlib figure as PNG with the provenance footer printed on it."""
+    """Save a matplotlib figure as PNG with the provenance footer printed on it and, for the synthetic
+    profile, :data:`SYNTHETIC_BANNER` across its top (also in the PNG's ``Title`` text field)."""
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
-    fig.text(0.5, 0.002, prov.footer, ha="center", va="bottom", fontsize=7, color="0.35")
+    renderer = fig.canvas.get_renderer()
+    below = min(0.0, fig.get_tightbbox(renderer).y0 / fig.get_figheight())  # under the lowest tick label
+    fig.text(0.5, below - 0.05 / fig.get_figheight(), prov.footer, ha="center", va="top", fontsize=7, color="0.35")
+    metadata = {"Software": None, "Description": prov.footer}
+    if prov.profile == "synthetic":
+        above = max([1.0] + [t.get_window_extent(renderer).y1 / fig.bbox.height
+                             for t in [*fig.texts, fig._suptitle] if t is not None and t.get_text()])  # clear of a suptitle
+        fig.text(0.5, above + 0.1 / fig.get_figheight(), SYNTHETIC_BANNER, ha="center", va="bottom", fontsize=8,
+                 fontweight="bold",
+                 color="white", bbox=dict(boxstyle="square,pad=0.3", facecolor="#b2182b", edgecolor="none"))
+        metadata["Title"] = SYNTHETIC_BANNER
     path = fig_dir / f"{name}.png"
     with atomic_path(path) as temporary:
-        fig.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(temporary, format="png", dpi=dpi, bbox_inches="tight", metadata=metadata)
     return path
 
 

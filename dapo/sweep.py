@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from dapo.experiments import evaluate_binary, evaluate_multitype, find_checkpoint, non_default, train_or_load
+from dapo.progress import tqdm
 
 TIDY_COLUMNS = ("seed", "epoch", "dataset", "metric", "value")
 #: Further key columns an evaluation may return beside ``dataset``, kept in this order.

@@ -257,3 +257,108 @@ def multilabel_firing(per_seed: Sequence) -> pd.DataFrame:
     predicted = sorted(wide.columns)
     true = [name for name in sorted(wide.index) if name != "normal"] + (["normal"] if "normal" in wide.index else [])
     return wide.reindex(index=true, columns=predicted)
+
+
+# ----------------------------------------------------------------------------- paper beside reproduced
+
+#: How the papers name the datasets a world stands for (written on every side-by-side frame).
+PAPER_NAMES = {"mvtec": "MVTec-AD", "visa": "VisA", "mpdd": "MPDD", "mad_sim": "MAD-Sim", "mad_real": "MAD-Real",
+               "real_iad": "Real-IAD"}
+REPRODUCED_COLUMN = "this run (mean ± std)"
+
+
+def world_label(dataset: str) -> str:
+    """``"synthetic_target ~ VisA"`` for a synthetic world, the paper's name for a paper dataset."""
+    counterpart = paper_counterpart(dataset)
+    name = PAPER_NAMES.get(counterpart, counterpart)
+    return name if dataset == counterpart else f"{dataset} ~ {name}"
+
+
+def beside_paper(ours: pd.DataFrame, table: str, *, dataset: str = "test", keys: Sequence[str] = ("method",),
+                 rename: Mapping[str, str] | None = None, paper_mean: bool = False, **filters) -> pd.DataFrame:
+    """This run's numbers and the paper's in one tidy frame, matched on the paper dataset each test
+    dataset stands for (:func:`paper_counterpart`), ``keys`` and the metric.
+
+    ``ours``: a :func:`summarise` frame (or its CSV read back) whose ``dataset`` level/column names the
+    test dataset. ``table``: a reference table (``"DAPO Table 1"``); ``rename``: reference metric
+    names -> ours (default :data:`PAPER_BINARY_METRICS` and the multi-label ones); ``filters`` go to
+    :func:`dapo.reference.paper_numbers`. A ``defect`` key drops the ``*`` of unseen types before
+    matching. ``paper_mean``: where the paper prints products only, its ``mean`` row is the mean over
+    its printed products (say so where it is shown). Columns: ``world`` (``"synthetic_target ~
+    VisA"``), ``keys``, ``metric``, ``mean``, ``std``, ``n`` (this run; NaN where it lacks the row),
+    ``paper`` (NaN where the paper lacks it). ``attrs["caption"]`` states the mapping.
+    """
+    from dapo.reference import PAPER_LABEL, paper_numbers
+    from dapo.verdicts import tidy
+
+    rows = tidy(ours)
+    keys = list(keys)
+    missing = [c for c in (dataset, *keys) if c not in rows.columns]
+    if missing:
+        raise ValueError(f"this run's table lacks {missing} (it has {list(rows.columns)}); pass dataset=/keys=")
+    rows = rows.assign(paper_dataset=rows[dataset].map(paper_counterpart), world=rows[dataset].map(world_label))
+    if "defect" in keys:
+        rows["defect"] = rows["defect"].str.rstrip("*")
+    names = {**PAPER_BINARY_METRICS, **{f"multilabel_{m}": m for m in MULTILABEL_COLUMNS}, **(rename or {})}
+    wanted = sorted(set(rows["paper_dataset"]))
+    numbers = paper_numbers(table, **filters)
+    numbers = numbers[numbers["dataset"].isin(wanted)].copy()
+    numbers["metric"] = numbers["metric"].replace(names)
+    if "defect" in keys:  # per-defect rows only; otherwise the rows that are not per defect
+        numbers = numbers[numbers["defect"] != ""]
+    else:
+        numbers = numbers[numbers["defect"] == ""]
+    if "product" not in keys and (numbers["product"] == "mean").any():
+        numbers = numbers[numbers["product"] == "mean"]
+    if paper_mean and "product" in keys and not (numbers["product"] == "mean").any() and not numbers.empty:
+        group = [c for c in ("dataset", *keys, "metric") if c != "product"]
+        means = numbers.groupby(group, sort=False)["value"].mean().reset_index().assign(product="mean")
+        numbers = pd.concat([numbers, means], ignore_index=True)
+        paper_mean = "the paper's 'mean' is the mean over its printed products (it prints none). "
+    else:
+        paper_mean = ""
+    paper = numbers.rename(columns={"dataset": "paper_dataset", "value": "paper"})
+    on = ["paper_dataset", *keys, "metric"]
+    if paper.duplicated(on).any():
+        raise ValueError(f"{table}: several paper numbers per {on}; add filters (method=..., product=...)")
+    merged = rows.merge(paper[[*on, "paper"]], on=on, how="left")
+    merged = merged[merged["metric"].isin(set(paper["metric"]))] if not paper.empty else merged.iloc[0:0]
+    out = merged[["world", *keys, "metric", "mean", "std", "n", "paper"]].reset_index(drop=True)
+    mapping = "; ".join(sorted({world_label(d) for d in rows[dataset]}))
+    out.attrs["label"] = PAPER_LABEL
+    out.attrs["caption"] = (f"this run beside {table} ({PAPER_LABEL}); worlds stand for paper datasets: {mapping}. "
+                            f"{paper_mean}Not comparable number by number: generated data, compact backbone.")
+    return out
+
+
+def beside_view(frame: pd.DataFrame, decimals: int = 1) -> pd.DataFrame:
+    """A :func:`beside_paper` frame for display: rows (world, keys...), columns (metric, this run | paper)."""
+    from dapo.reference import PAPER_LABEL
+
+    keys = [c for c in frame.columns if c not in ("metric", "mean", "std", "n", "paper")]
+    shown = frame.assign(**{REPRODUCED_COLUMN: [_pm(m, s, decimals) for m, s in zip(frame["mean"], frame["std"])],
+                            PAPER_LABEL: [("" if np.isnan(p) else f"{p:.{max(decimals, 1)}f}") for p in frame["paper"]]})
+    wide = shown.set_index([*keys, "metric"])[[REPRODUCED_COLUMN, PAPER_LABEL]].unstack("metric")
+    wide = wide.swaplevel(0, 1, axis=1)
+    metrics = list(dict.fromkeys(frame["metric"]))
+    wide = wide.reindex(columns=pd.MultiIndex.from_product([metrics, [REPRODUCED_COLUMN, PAPER_LABEL]]))
+    wide = wide.reindex(index=pd.MultiIndex.from_frame(frame[keys].drop_duplicates()))
+    wide.attrs["caption"] = frame.attrs.get("caption", "")
+    return wide
+
+#: DAPO's per-defect (and per-product) multi-type tables by paper dataset.
+PAPER_PER_DEFECT = {"visa": "DAPO Table 14", "mpdd": "DAPO Table 13"}
+
+
+def renamed_level(table: pd.DataFrame, level: str, names: Mapping[str, str], to: str = "method") -> pd.DataFrame:
+    """A summary table with index level ``level`` renamed ``to`` and its values mapped by ``names``
+    (e.g. the ablation's ``aggregation`` values to the paper's method rows, for :func:`beside_paper`)."""
+    if level not in table.index.names:
+        raise ValueError(f"the table has no index level {level!r}; it has {list(table.index.names)}")
+    frame = table.rename(index={k: v for k, v in names.items()}, level=level)
+    return frame.rename_axis(index={level: to})
+
+
+#: The paper's method rows of Tables 6 and 7 for the ablations' settings.
+TABLE6_METHODS = {"mean": "DAPO", "attention": "DAPO (attention aggregation)"}
+TABLE7_METHODS = {"progressive": "DAPO", "naive": "DAPO w/o progressive"}

@@ -29,7 +29,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from dapo.atomic import atomic_path, write_text
 from dapo.checkpoint import (  # noqa: F401
@@ -56,6 +55,7 @@ from dapo.loading import load_state
 from dapo.losses import loss_terms
 from dapo.model import DAPO
 from dapo.precision import autocast, resolve_device, resolve_precision
+from dapo.progress import tqdm
 
 LOSS_CSV = "loss_history.csv"
 CONFIG_JSON = "config.json"

@@ -20,6 +20,7 @@ import time
 from dataclasses import fields
 
 from dapo.synthetic.pretrain import COMPACT_WEIGHTS, PretrainConfig, pretrain
+from dapo.synthetic.pretrain_config import HeldoutPretrainConfig
 from dapo.synthetic.zeroshot import defect_type_accuracy, head_accuracy, heldout_set, product_accuracy
 
 MONITOR_SEED = 7  # held-out stream of the training monitor (the evaluation script uses seed 1)
@@ -56,8 +57,11 @@ def main() -> None:
                              "0, the fastest on 2 CPU cores: inline); no effect on the model")
     parser.add_argument("--monitor-per-class", type=int, default=1,
                         help="held-out images per (product, state) for the monitor (0: no monitor)")
+    parser.add_argument("--heldout-target-only", action="store_true",
+                        help="keep the target-only defect types out of the supervised image stage "
+                             "(HeldoutPretrainConfig); write to another --output")
     args = parser.parse_args()
-    config = PretrainConfig(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)
+    config = (HeldoutPretrainConfig if args.heldout_target_only else PretrainConfig)(**{f.name: getattr(args, f.name) for f in fields(PretrainConfig)
                                if f.name not in ("corpus", "betas")})
     monitor = held_out_monitor(args.monitor_per_class) if args.monitor_per_class > 0 else None
     began = time.time()

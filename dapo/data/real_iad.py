@@ -20,12 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from dapo.data.annotations import AnnotationFormatError, check_entry, check_unique, read_json
 from dapo.data.base import AnomalyDataset, DatasetRootError, MissingMaskError, Record
 from dapo.data.knowledge import UnknownDefectError, product_key
 from dapo.data.layouts import REAL_IAD_JSON_DIR, REAL_IAD_NORMAL_CLASS
+from dapo.progress import tqdm
 
 ENTRY_KEYS = ("anomaly_class", "image_path")  # and mask_path for anomalous images
 RESOLUTIONS = ("realiad_1024", "realiad_512", "realiad_256", "realiad_raw")

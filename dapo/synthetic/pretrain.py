@@ -55,11 +55,11 @@ import open_clip
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from tqdm.auto import tqdm
 
 from dapo.atomic import atomic_path
 from dapo.loading import load_state
 from dapo.precision import autocast, resolve_device
+from dapo.progress import tqdm
 from dapo.synthetic.captions import sample_caption
 from dapo.synthetic.compact_model import (
     ASSETS_DIR,

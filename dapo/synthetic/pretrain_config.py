@@ -86,3 +86,42 @@ class PretrainConfig:
     @property
     def steps(self) -> int:
         return self.image_steps + self.text_steps
+
+
+def target_only_defects() -> tuple[str, ...]:
+    """The defect types of the target worlds that the source world (DAPO's training world) lacks:
+    the rows marked ``*`` (unseen) in notebooks 00 and 03, read from the worlds' knowledge files
+    (:func:`dapo.data.knowledge.seen_unseen`)."""
+    from dapo.data.knowledge import seen_unseen
+    from dapo.synthetic.worlds import SOURCE_WORLD, TARGET_WORLDS
+
+    return tuple(sorted({defect for target in TARGET_WORLDS
+                         for defect, seen in seen_unseen(target, SOURCE_WORLD).items() if not seen}))
+
+
+@dataclass
+class HeldoutPretrainConfig(PretrainConfig):
+    """The pretraining with ``heldout_defects`` (default: :func:`target_only_defects`) kept out of the
+    supervised image stage: no image showing one of them is drawn there (each is replaced by the
+    next image of its stream without them, :func:`dapo.synthetic.pretrain_data.step_views`), so the
+    state and patch heads never get a label of these types and the image tower never sees them
+    under supervision. The text stage is unchanged: the types still appear in its images and
+    captions, as a web-trained CLIP meets words it never had patch labels for. A subclass, so that
+    the default recipe (and the committed backbone's recorded config) stays as it was.
+
+    Run (not run for the committed results; about the hour of the default recipe)::
+
+        python scripts/pretrain_compact_clip.py --heldout-target-only \\
+            --output dapo/assets/dapo-compact-heldout.safetensors --run-dir runs/pretrain_compact_heldout
+    """
+
+    heldout_defects: tuple[str, ...] = field(default_factory=target_only_defects)
+
+    def __post_init__(self) -> None:
+        from dapo.synthetic.corpus import DEFECT_ORDER
+
+        unknown = sorted(set(self.heldout_defects) - set(DEFECT_ORDER))
+        if unknown:
+            raise ValueError(f"HeldoutPretrainConfig.heldout_defects: unknown defect types {unknown}; "
+                             f"known: {list(DEFECT_ORDER)}")
+        self.heldout_defects = tuple(self.heldout_defects)

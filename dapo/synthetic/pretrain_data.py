@@ -8,25 +8,59 @@ of their products for the state loss (:func:`state_texts`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from dapo.progress import tqdm
 from dapo.synthetic.captions import CaptionPolicy, exact_caption, product_words
 from dapo.synthetic.compact_model import locked_features
-from dapo.synthetic.corpus import TEXT_STREAM, View, full_view, local_views, sample_image
+from dapo.synthetic.corpus import IGNORE, TEXT_STREAM, View, full_view, local_views, sample_image, state_index
 from dapo.synthetic.generator import applicable_defects
 from dapo.synthetic.pretrain_config import PretrainConfig
 
+#: Offset between an image index and its replacements when the image shows a held-out type
+#: (far beyond any index a pretraining reaches, so a replacement never repeats another step's image).
+REPLACEMENT_STRIDE = 10**9
+MAX_REPLACEMENTS = 1000
+
+
+def _without_heldout(make, index: int, heldout: frozenset[str]):
+    """``make(index)``, or where its image shows a type of ``heldout``, ``make`` of the next
+    replacement index (``index + k * REPLACEMENT_STRIDE``) whose image shows none."""
+    for k in range(MAX_REPLACEMENTS):
+        views = make(index + k * REPLACEMENT_STRIDE)
+        shown = {d for v in (views if isinstance(views, list) else [views]) for d in v.defects}
+        if not heldout or not shown & heldout:
+            return views
+    raise RuntimeError(f"no image without the held-out types {sorted(heldout)} in {MAX_REPLACEMENTS} tries "
+                       f"from index {index}: hold out fewer types")
+
+
+def _ignore_heldout(view: View, heldout: frozenset[str]) -> View:
+    """A local view's patch labels with any sliver of a held-out type set to ``IGNORE``."""
+    ids = [state_index(d) for d in heldout]
+    labels = view.patch_labels.clone()
+    labels[torch.isin(labels, torch.tensor(ids, dtype=labels.dtype))] = IGNORE
+    return replace(view, patch_labels=labels)
+
 
 def step_views(config: PretrainConfig, step: int) -> list[View]:
-    """Full and local views of image-tower step ``step`` (a pure function of the seed and the step)."""
+    """Full and local views of image-tower step ``step`` (a pure function of the seed and the step).
+
+    With a :class:`dapo.synthetic.pretrain_config.HeldoutPretrainConfig`, no view names a held-out
+    defect type and no patch label is one (images showing one are replaced, see there)."""
     spec, seed = config.corpus, config.seed
-    full = [full_view(spec, seed, step * config.full_per_step + j) for j in range(config.full_per_step)]
+    heldout = frozenset(getattr(config, "heldout_defects", ()))
+    full = [_without_heldout(lambda i: full_view(spec, seed, i), step * config.full_per_step + j, heldout)
+            for j in range(config.full_per_step)]
     local = [v for j in range(config.local_images_per_step)
-             for v in local_views(spec, seed, step * config.local_images_per_step + j)]
+             for v in _without_heldout(lambda i: local_views(spec, seed, i), step * config.local_images_per_step + j,
+                                       heldout)]
+    if heldout:
+        full = [_ignore_heldout(v, heldout) for v in full]
+        local = [_ignore_heldout(v, heldout) for v in local]
     return full + local
 
 

@@ -29,10 +29,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from dapo.data.knowledge import load_knowledge
 from dapo.data.layouts import LayoutImage, write_tree
+from dapo.progress import tqdm
 from dapo.synthetic.generator import generate_image, make_rng
 
 COMPACT_IMAGE_SIZE = 128

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from tqdm.auto import tqdm
 
+from dapo.progress import tqdm
 from dapo.synthetic.captions import class_prompts, product_prompts
 from dapo.synthetic.corpus import HELDOUT_STREAM, state_index, to_tensor
 from dapo.synthetic.generator import STYLES, SyntheticImage, applicable_defects, generate_image, make_rng
