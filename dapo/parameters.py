@@ -234,7 +234,7 @@ COMMON: tuple[Parameter, ...] = (
     Parameter("pretrained", None, 'OpenCLIP tag ("openai"), "synthetic", or "random"; default: the profile\'s',
               text()),
     Parameter("checkpoint", None, 'local weights file for `pretrained` (paper profile offline), '
-              'e.g. "/models/ViT-L-14-336.pt"', existing_file),
+              'e.g. "/models/open_clip_ViT-L-14-336_openai.safetensors"', existing_file),
     Parameter("device", "auto", '"auto": CUDA when present, else CPU', device_name),
     Parameter("precision", "auto", '"auto" (bf16 on CUDA and bf16-capable CPUs, else fp32), "fp32" or "bf16"',
               choice(*PRECISIONS)),
