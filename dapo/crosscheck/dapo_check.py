@@ -16,9 +16,8 @@ import torch
 
 from dapo.backbone import ASSETS_DIR
 from dapo.crosscheck import ours
-from dapo.crosscheck.driver import CheckResult, check_release_path, release_commit, release_quantities, \
-    run_release_side
 from dapo.crosscheck.compare import compare
+from dapo.crosscheck.driver import CheckResult, check_release_path, release_commit, release_quantities, run_release_side
 from dapo.crosscheck.inputs import synthetic_batch
 from dapo.crosscheck.mapping import dapo_to_release, release_to_dapo
 

@@ -12,8 +12,8 @@ import torch
 
 from dapo.backbone import Backbone, load_backbone
 from dapo.baselines import make_model, training_for
-from dapo.losses import config_probabilities, dice_loss, focal_loss, loss_terms
 from dapo.inference import predict
+from dapo.losses import config_probabilities, dice_loss, focal_loss, loss_terms
 from dapo.model import DAPO
 from dapo.prompts import defect_phrase
 from dapo.train import make_optimizer, training_step

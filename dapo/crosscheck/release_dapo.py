@@ -60,7 +60,7 @@ class FunctionalProxy:
 
 
 def fit_context(prompt_learner, length: int) -> None:
-    """Cut the prompt learner's 77-token buffers (``learnable_prompt.py:100`` hard-codes 77) to the
+    """Cut the prompt learner's 77-token buffers (``learnable_prompt.py:83`` hard-codes 77) to the
     text tower's ``length``: only padding after the end-of-text token is removed."""
     n, a = prompt_learner.normal_token_count, prompt_learner.abnormal_token_count
     for name in ("normal_template_token", "abnormal_template_token"):
@@ -105,7 +105,7 @@ def main(inp: str, outp: str) -> None:
 
     open_clip.add_model_config(spec["model_config"])
     long_tokenizer = open_clip.get_tokenizer(spec["model_name"], context_length=77)
-    open_clip.get_tokenizer = lambda *a, **k: long_tokenizer  # 77 tokens: learnable_prompt.py:100 (this process only)
+    open_clip.get_tokenizer = lambda *a, **k: long_tokenizer  # 77 tokens: learnable_prompt.py:83 (this process only)
     args = SimpleNamespace(
         model_name=spec["model_name"], pretrained=spec["weights"], image_size=spec["image_size"], dataset="mvtec",
         model_configs=os.path.dirname(spec["model_config"]), depth=spec["vision_depth"],
