@@ -131,3 +131,23 @@ def test_release_path_is_checked_and_commit_read(tmp_path):
                     "--allow-empty", "-m", "x"], check=True)
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
     assert release_commit(tmp_path) == head.strip()
+
+
+def test_fidelity_row_names_commit_families_and_verdict():
+    from dapo.crosscheck.compare import fidelity_row
+
+    rows = compare({"grad/a": torch.tensor([1.0, 2.5e-6]), "tokens/x": torch.tensor([1, 2])},
+                   {"grad/a": torch.tensor([1.0, 0.0]), "tokens/x": torch.tensor([1, 2])}, 1e-5)
+    row = fidelity_row("dapo_official", "ad2ceabc14079a", "2026-12-07", rows)
+    assert row == "| `dapo_official` | `ad2ceab` | 2026-12-07 | grad 2.5e-06; tokens/x 0.0e+00 | all 2 within tolerance |"
+
+
+def test_training_word_indices_follow_our_map():
+    from dapo.crosscheck.dapo_check import training_word_indices
+
+    ours, theirs = training_word_indices(["bent", "color", "poke"], ["bent", "discoloration", "puncture"])
+    assert ours.tolist() == theirs.tolist() == [0, 1, 2]
+    ours, _ = training_word_indices(["color", "bent"], ["bent", "discoloration"])
+    assert ours.tolist() == [1, 0]  # a release whose lists were not index-aligned would be caught
+    ours, _ = training_word_indices(["color"], ["color"])
+    assert ours.tolist() == [-1]

@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dapo.crosscheck.compare import failures, format_table, summary
+from dapo.crosscheck.compare import failures, fidelity_row, format_table, summary
 from dapo.crosscheck.driver import ReleaseError
 
-CHECKS = {"dapo": ("dapo_official", "dapo.crosscheck.dapo_check")}
+CHECKS = {"dapo": ("dapo_official", "dapo.crosscheck.dapo_check"),
+          "multiads": ("multiads", "dapo.crosscheck.multiads_check")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     for key, max_abs, max_rel in summary(result.rows):
         print(f"  {key}: abs {max_abs if max_abs is None else f'{max_abs:.1e}'}, "
               f"rel {max_rel if max_rel is None else f'{max_rel:.1e}'}")
+    print("\ndocs/FIDELITY.md row:\n" + fidelity_row(result.preset, result.commit, result.day, result.rows))
     bad = failures(result.rows)
+    known = getattr(module, "KNOWN_DIFFERENCES", {})
+    if bad and known:
+        print("\nknown differences (docs/FIDELITY.md):")
+        for prefix, reason in known.items():
+            print(f"  {prefix}*: {reason}")
+        unexplained = [row.name for row in bad if not any(row.name.startswith(p) for p in known)]
+        print(f"unexplained: {unexplained or 'none'}")
     print(f"\n{len(bad)} of {len(result.rows)} quantities past tolerance" if bad else
           f"\nall {len(result.rows)} quantities within tolerance")
     return 1 if bad else 0

@@ -34,6 +34,15 @@ class Row:
         return self.max_abs is not None and self.max_abs <= self.tolerance
 
 
+def sorted_rows(ids: torch.Tensor) -> torch.Tensor:
+    """Rows of an integer matrix in lexicographic order: token ids compared as a set of sentences
+    (prompt lists whose order differs but whose sentences are the same compare equal)."""
+    order = torch.arange(ids.shape[0])
+    for column in range(ids.shape[1] - 1, -1, -1):
+        order = order[torch.argsort(ids[order, column], stable=True)]
+    return ids[order]
+
+
 def _shape(t: torch.Tensor) -> str:
     return "x".join(str(s) for s in t.shape) or "scalar"
 
@@ -123,3 +132,14 @@ def summary(rows: list[Row]) -> list[tuple[str, float | None, float | None]]:
         else:
             out[key] = (max(abs_, row.max_abs), max(rel or 0.0, row.max_rel or 0.0))
     return [(key, a, r) for key, (a, r) in out.items()]
+
+
+def fidelity_row(preset: str, commit: str, day: str, rows: list[Row]) -> str:
+    """The docs/FIDELITY.md "checked against the release" row: preset, commit, date, the largest
+    absolute difference per quantity family, and the verdict (printed by the CLI, pasted as is)."""
+    parts = []
+    for key, max_abs, _ in summary(rows):
+        parts.append(f"{key} {'missing/mismatched' if max_abs is None else f'{max_abs:.1e}'}")
+    bad = failures(rows)
+    verdict = f"{len(bad)} of {len(rows)} past tolerance" if bad else f"all {len(rows)} within tolerance"
+    return f"| `{preset}` | `{commit[:7]}` | {day} | {'; '.join(parts)} | {verdict} |"

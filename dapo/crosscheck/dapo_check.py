@@ -29,6 +29,17 @@ STEPS = 5
 LR = 1e-3  # train.py:446 (and our TrainConfig.lr)
 
 
+def training_word_indices(test_words: list[str], train_words: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where our training-word map (:data:`dapo.data.training_words.DAPO_MVTEC_TRAINING_WORDS`) sends each
+    of the release's test words in its training list (-1: not there), and the release's own
+    positions (its two lists are index-aligned: ``test.py:46-49``, ``train.py:353-358``)."""
+    from dapo.data.training_words import DAPO_MVTEC_TRAINING_WORDS
+
+    mapped = [DAPO_MVTEC_TRAINING_WORDS.get(word, word) for word in test_words]
+    ours_index = torch.tensor([train_words.index(w) if w in train_words else -1 for w in mapped])
+    return ours_index, torch.arange(len(train_words))
+
+
 def fixed_parameters(backbone) -> dict[str, torch.Tensor]:
     """The learned parameters both sides start from: ``dapo_official``'s seeded initialisation (seed 0)."""
     return {name: p.detach().clone() for name, p in ours.build("dapo_official", backbone).learnable_parameters().items()}
@@ -61,5 +72,7 @@ def run(release_path: str | Path, preset: str = "dapo_official", *, steps: int =
     side = ours.forward_quantities(model, batch["images"], facts["words/forward"])
     side.update(ours.training_quantities(ours.build(preset, backbone, parameters), preset, batch,
                                          facts["words/train"], steps))
+    side["words/train_index"], theirs["words/train_index"] = training_word_indices(
+        facts["words/forward"], facts["words/train"])
     rows = compare(side, theirs, tolerance, TOLERANCES)
     return CheckResult("dapo", preset, release_commit(path), rows, facts)

@@ -33,6 +33,8 @@ STUBS = {
 RELEASE_FILES = {
     "dapo": ("train.py", "test.py", "learnable_prompt.py", "visual_prompt_tuning.py", "adapter.py",
              "open_clip/transformer.py"),
+    "multiads": ("train.py", "test.py", "model.py", "loss.py", "prompts/prompt_ensemble_mvtec_20cls.py",
+                 "open_clip/transformer.py"),
 }
 
 

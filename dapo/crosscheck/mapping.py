@@ -67,3 +67,28 @@ def release_to_dapo(release: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
             raise KeyError(f"learnable_layer_tokens indices {sorted(layers)} are not 0..{len(layers) - 1}")
         out["text_deep.tokens"] = torch.stack([layers[j] for j in range(len(layers))])
     return out
+
+
+_LAYER = re.compile(r"fc\.(\d+)\.(weight|bias)$")
+
+
+def adapters_to_linear_layer(ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MultiADS (``model.py:8-12``, ``LinearLayer.fc.{i}``): our ``adapters.{i}.*`` are its only learned tensors."""
+    out = {}
+    for name, value in ours.items():
+        match = _ADAPTER.match(name)
+        if not match:
+            raise KeyError(f"no MultiADS counterpart for our parameter {name!r} (it learns the linear layers only)")
+        out[f"fc.{match[1]}.{match[2]}"] = value.detach().clone()
+    return out
+
+
+def linear_layer_to_adapters(release: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`adapters_to_linear_layer`."""
+    out = {}
+    for name, value in release.items():
+        match = _LAYER.match(name)
+        if not match:
+            raise KeyError(f"no counterpart of ours for MultiADS's parameter {name!r}")
+        out[f"adapters.{match[1]}.{match[2]}"] = value
+    return out
