@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from dapo.crosscheck.compare import Row, compare
+from dapo.crosscheck.compare import Row
 
 HERE = Path(__file__).resolve().parent
 STUBS = {
@@ -118,7 +118,3 @@ def release_quantities(raw: dict, renamer) -> tuple[dict, dict]:
             tensors[key] = value
     return tensors, facts
 
-
-def compare_sides(ours: dict, theirs: dict, tolerance: float, tolerances: dict) -> list[Row]:
-    """:func:`dapo.crosscheck.compare.compare`, kept here so the checks share one call."""
-    return compare(ours, theirs, tolerance, tolerances)
