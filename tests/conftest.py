@@ -24,6 +24,12 @@ TEST_PROMPTS = {
 }
 
 
+def pytest_configure(config):
+    """The ``crosscheck`` marker: tests that run an authors' release (tests/test_crosscheck_releases.py)."""
+    config.addinivalue_line("markers", "crosscheck: runs an authors' release checkout named by DAPO_RELEASE_<NAME> "
+                                       "(skipped when the variable is unset)")
+
+
 @pytest.fixture(autouse=True)
 def _machine_precision():
     """A run fixes what precision "auto" means for the process (start_run); each test starts

@@ -1,0 +1,94 @@
+"""Parameter mappings between our learned parameters and each release's, by name.
+
+Ours are :meth:`dapo.model.DAPO.learnable_parameters` names; a release's are the state-dict
+names of its modules as its training script builds them. The mappings were read from the
+releases (file:line in docs/FIDELITY.md, "checked against the release"):
+
+DAPO (``boschresearch/defect-aware-prompt-optimization``): ``prompt_learner.learnable_normal_tokens``
+(E, l, D) = ``context.normal``; ``learnable_abnormal_tokens`` (E, l, D, shared by every defect
+state) = ``context.abnormal``; ``learnable_layer_tokens.{j}`` (n, D) = ``text_deep.tokens[j]``;
+``visual_prompt.learnable_visual_tokens`` (depth, n, W) = ``vision_deep.tokens``;
+``linear_adapter.fc.{i}.{weight,bias}`` = ``adapters.{i}.{weight,bias}``; the release's
+``prompt_learner.meta_net`` is unused (no gradient) and has no counterpart.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+_DAPO_DIRECT = {
+    "context.normal": "prompt_learner.learnable_normal_tokens",
+    "context.abnormal": "prompt_learner.learnable_abnormal_tokens",
+    "vision_deep.tokens": "visual_prompt.learnable_visual_tokens",
+}
+_DAPO_LAYER = "prompt_learner.learnable_layer_tokens.{}"
+_ADAPTER = re.compile(r"adapters\.(\d+)\.(weight|bias)$")
+_RELEASE_ADAPTER = re.compile(r"linear_adapter\.fc\.(\d+)\.(weight|bias)$")
+_RELEASE_LAYER = re.compile(r"prompt_learner\.learnable_layer_tokens\.(\d+)$")
+
+
+def dapo_to_release(ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our learned parameters under the DAPO release's names (text deep tokens split per layer)."""
+    out: dict[str, torch.Tensor] = {}
+    for name, value in ours.items():
+        value = value.detach().clone()
+        if name in _DAPO_DIRECT:
+            out[_DAPO_DIRECT[name]] = value
+        elif name == "text_deep.tokens":
+            for j, layer in enumerate(value):
+                out[_DAPO_LAYER.format(j)] = layer.clone()
+        elif match := _ADAPTER.match(name):
+            out[f"linear_adapter.fc.{match[1]}.{match[2]}"] = value
+        else:
+            raise KeyError(f"no DAPO-release counterpart for our parameter {name!r} "
+                           f"(known: {sorted(_DAPO_DIRECT)}, text_deep.tokens, adapters.<i>.weight/bias)")
+    return out
+
+
+def release_to_dapo(release: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`dapo_to_release` (per-layer text tokens stacked in layer order)."""
+    inverse = {v: k for k, v in _DAPO_DIRECT.items()}
+    out: dict[str, torch.Tensor] = {}
+    layers: dict[int, torch.Tensor] = {}
+    for name, value in release.items():
+        if name in inverse:
+            out[inverse[name]] = value
+        elif match := _RELEASE_LAYER.match(name):
+            layers[int(match[1])] = value
+        elif match := _RELEASE_ADAPTER.match(name):
+            out[f"adapters.{match[1]}.{match[2]}"] = value
+        else:
+            raise KeyError(f"no counterpart of ours for the DAPO release's parameter {name!r}")
+    if layers:
+        if sorted(layers) != list(range(len(layers))):
+            raise KeyError(f"learnable_layer_tokens indices {sorted(layers)} are not 0..{len(layers) - 1}")
+        out["text_deep.tokens"] = torch.stack([layers[j] for j in range(len(layers))])
+    return out
+
+
+_LAYER = re.compile(r"fc\.(\d+)\.(weight|bias)$")
+
+
+def adapters_to_linear_layer(ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """MultiADS (``model.py:8-12``, ``LinearLayer.fc.{i}``): our ``adapters.{i}.*`` are its only learned tensors."""
+    out = {}
+    for name, value in ours.items():
+        match = _ADAPTER.match(name)
+        if not match:
+            raise KeyError(f"no MultiADS counterpart for our parameter {name!r} (it learns the linear layers only)")
+        out[f"fc.{match[1]}.{match[2]}"] = value.detach().clone()
+    return out
+
+
+def linear_layer_to_adapters(release: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`adapters_to_linear_layer`."""
+    out = {}
+    for name, value in release.items():
+        match = _LAYER.match(name)
+        if not match:
+            raise KeyError(f"no counterpart of ours for MultiADS's parameter {name!r}")
+        out[f"adapters.{match[1]}.{match[2]}"] = value
+    return out
