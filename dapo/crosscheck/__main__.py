@@ -10,7 +10,8 @@ from dapo.crosscheck.compare import failures, fidelity_row, format_table, summar
 from dapo.crosscheck.driver import ReleaseError
 
 CHECKS = {"dapo": ("dapo_official", "dapo.crosscheck.dapo_check"),
-          "multiads": ("multiads", "dapo.crosscheck.multiads_check")}
+          "multiads": ("multiads", "dapo.crosscheck.multiads_check"),
+          "anomalyclip": ("anomalyclip", "dapo.crosscheck.anomalyclip_check")}
 
 
 def main(argv: list[str] | None = None) -> int:

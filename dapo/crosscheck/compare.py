@@ -114,6 +114,8 @@ def format_table(rows: list[Row]) -> str:
 def group_of(name: str) -> str:
     """The quantity family of a row name: ``"stage2/logits"`` -> ``"stage logits"``, etc."""
     head, _, tail = name.partition("/")
+    if head.startswith("as_released") and tail:  # a release variant's rows, grouped within it
+        return f"{head}/{group_of(tail)}"
     if head.startswith("stage") and tail:
         return f"stage {tail}"
     if head in ("grad", "weights", "patch") or head.startswith("loss"):

@@ -4,8 +4,8 @@ The release side runs as ``python dapo/crosscheck/release_<release>.py INPUT OUT
 ``PYTHONPATH=<release checkout>:<stub dir>`` (the release's bundled ``open_clip`` shadows the
 installed one, so it cannot share a process with ``dapo``); tensors travel through
 ``torch.save`` files in a temporary folder. The stub folder, written here at run time, holds
-empty ``cv2`` and ``skimage.measure`` modules: the releases import them at module level but
-never call them on the checked path.
+empty ``cv2``, ``skimage.measure`` and ``thop`` modules: the releases import them at module level
+but never call them on the checked path.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ STUBS = {
     "cv2.py": '"""Stub: the release imports cv2 but the cross-checked path never calls it."""\n',
     "skimage/__init__.py": '"""Stub: the release imports skimage but the cross-checked path never calls it."""\n',
     "skimage/measure.py": '"""Stub (see skimage/__init__.py)."""\n',
+    "thop.py": '"""Stub: AnomalyCLIP imports thop.profile (AnomalyCLIP.py:393) but never calls it."""\nprofile = None\n',
 }
 
 #: Files each release checkout must have (a wrong path fails before any work).
@@ -35,6 +36,8 @@ RELEASE_FILES = {
              "open_clip/transformer.py"),
     "multiads": ("train.py", "test.py", "model.py", "loss.py", "prompts/prompt_ensemble_mvtec_20cls.py",
                  "open_clip/transformer.py"),
+    "anomalyclip": ("train.py", "test.py", "prompt_ensemble.py", "loss.py", "AnomalyCLIP_lib/AnomalyCLIP.py",
+                    "AnomalyCLIP_lib/model_load.py", "AnomalyCLIP_lib/build_model.py"),
 }
 
 

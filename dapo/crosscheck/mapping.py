@@ -92,3 +92,48 @@ def linear_layer_to_adapters(release: Mapping[str, torch.Tensor]) -> dict[str, t
             raise KeyError(f"no counterpart of ours for MultiADS's parameter {name!r}")
         out[f"adapters.{match[1]}.{match[2]}"] = value
     return out
+
+
+#: AnomalyCLIP (``prompt_ensemble.py``, ``AnomalyCLIP_PromptLearner``): ``ctx_pos`` / ``ctx_neg``
+#: (n_cls = 1, one state prompt, n_ctx, D) are our ``context.normal`` / ``context.abnormal``
+#: (1, n_ctx, D); ``compound_prompts_text.{j}`` (t_n_ctx, D) is ``text_deep.tokens[j]``. Its
+#: ``compound_prompt_projections`` are built but never used (no gradient) and have no counterpart.
+_ANOMALYCLIP_CONTEXT = {"context.normal": "ctx_pos", "context.abnormal": "ctx_neg"}
+_COMPOUND = re.compile(r"compound_prompts_text\.(\d+)$")
+
+
+def anomalyclip_to_release(ours: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our learned parameters under the AnomalyCLIP prompt learner's names and shapes."""
+    out: dict[str, torch.Tensor] = {}
+    for name, value in ours.items():
+        value = value.detach().clone()
+        if name in _ANOMALYCLIP_CONTEXT:
+            out[_ANOMALYCLIP_CONTEXT[name]] = value.unsqueeze(0)  # one class: "object"
+        elif name == "text_deep.tokens":
+            for j, layer in enumerate(value):
+                out[f"compound_prompts_text.{j}"] = layer.clone()
+        else:
+            raise KeyError(f"no AnomalyCLIP counterpart for our parameter {name!r} "
+                           f"(known: {sorted(_ANOMALYCLIP_CONTEXT)}, text_deep.tokens)")
+    return out
+
+
+def release_to_anomalyclip(release: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`anomalyclip_to_release` (deep tokens stacked in layer order)."""
+    inverse = {v: k for k, v in _ANOMALYCLIP_CONTEXT.items()}
+    out: dict[str, torch.Tensor] = {}
+    layers: dict[int, torch.Tensor] = {}
+    for name, value in release.items():
+        if name in inverse:
+            if value.shape[0] != 1:
+                raise KeyError(f"{name!r} has {value.shape[0]} classes; ours learns the single 'object' class")
+            out[inverse[name]] = value[0]
+        elif match := _COMPOUND.match(name):
+            layers[int(match[1])] = value
+        else:
+            raise KeyError(f"no counterpart of ours for AnomalyCLIP's parameter {name!r}")
+    if layers:
+        if sorted(layers) != list(range(len(layers))):
+            raise KeyError(f"compound_prompts_text indices {sorted(layers)} are not 0..{len(layers) - 1}")
+        out["text_deep.tokens"] = torch.stack([layers[j] for j in range(len(layers))])
+    return out
