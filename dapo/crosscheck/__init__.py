@@ -7,6 +7,6 @@ launches the release side script (``release_<name>.py``, our own code that impor
 release's classes by name from the user's checkout), and :mod:`dapo.crosscheck.compare` puts
 the two sides' quantities side by side. Checks: :mod:`~dapo.crosscheck.dapo_check` (``dapo_official``
 against boschresearch/defect-aware-prompt-optimization) and :mod:`~dapo.crosscheck.multiads_check`
-(``multiads`` against boschresearch/MultiADS); AnomalyCLIP cannot be driven on the compact backbone
-(docs/FIDELITY.md says why). ``python -m dapo.crosscheck dapo --release PATH [--preset NAME]``.
+(``multiads`` against boschresearch/MultiADS) and :mod:`~dapo.crosscheck.anomalyclip_check`
+(``anomalyclip`` against zqhang/AnomalyCLIP, on the compact weights run with QuickGELU by both sides). ``python -m dapo.crosscheck dapo --release PATH [--preset NAME]``.
 """

@@ -49,6 +49,14 @@ KNOWN_DIFFERENCES = {
 }
 
 
+def release_dpam_layer(dpam_layers: int) -> int:
+    """The release's ``DPAM_layer`` argument for ``dpam_layers`` DPAM blocks: ``DAPM_replace`` swaps
+    ``resblocks[-i]`` for ``i = 1..DPAM_layer-1`` (``AnomalyCLIP.py:347-353``), so one more."""
+    if dpam_layers < 1:
+        raise ValueError(f"dpam_layers={dpam_layers}: the release's DPAM needs at least one layer")
+    return dpam_layers + 1
+
+
 def quickgelu_backbone() -> Backbone:
     """The compact backbone at its native size with QuickGELU in every MLP (both sides' network)."""
     from open_clip import get_model_config
@@ -123,7 +131,7 @@ def run(release_path: str | Path, preset: str = "anomalyclip", *, steps: int = S
     with tempfile.TemporaryDirectory(prefix="crosscheck-anomalyclip-") as tmp:
         spec = {
             "weights": str(write_weights(Path(tmp))), "image_size": size, "features_list": list(backbone.tap_layers),
-            "dpam_layer": config.dpam_layers + 1, "text_depth": config.text_depth,
+            "dpam_layer": release_dpam_layer(config.dpam_layers), "text_depth": config.text_depth,
             "deep_tokens": config.text_deep_tokens, "n_ctx": config.n_ctx, "sigma": SIGMA,
             "context_length": int(get_model_config(ours.COMPACT)["text_cfg"]["context_length"]), "steps": steps,
             "lr": LR, "parameters": anomalyclip_to_release(parameters), **batch,
@@ -135,6 +143,6 @@ def run(release_path: str | Path, preset: str = "anomalyclip", *, steps: int = S
         side.update({f"{prefix}{k}": v for k, v in base.items()})
     rows = compare(side, theirs, tolerance, TOLERANCES)
     facts = {"fact/dpam_layers": f"{config.dpam_layers} of {len(backbone.vision_blocks)} "
-                                 f"(release DPAM_layer={config.dpam_layers + 1})",
+                                 f"(release DPAM_layer={release_dpam_layer(config.dpam_layers)})",
              "fact/quick_gelu": "both sides (the release hard-codes it)"}
     return CheckResult("anomalyclip", preset, release_commit(path), rows, facts)
