@@ -13,7 +13,7 @@ release's ``--features_list``), text depth 4 (ours: 9 capped at the tower's 4 la
 Two differences of the release are switched off on its side for the main rows, and each is
 measured alone in its own rows: ``as_released_half/`` keeps the ``.half()`` of the deep text
 tokens (``AnomalyCLIP.py:246``), ``as_released_ln_post/`` the global embedding without ``ln_post``
-(``:387``). :data:`KNOWN_DIFFERENCES` names them.
+(``:387``), and ``as_released/`` both (the release as it is). :data:`KNOWN_DIFFERENCES` names them.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ TOLERANCE = 1e-5
 #: Loss values: 1e-4 absolute (as the DAPO check). Stage logits are cosines / 0.07: 1e-4 is 7e-6 of
 #: a cosine. Gradients: 1e-4 absolute, unlike the DAPO check's 1e-5, because here they are O(100)
 #: (4 x the sum of 12 loss terms, ``train.py:95-102``): 1e-4 is 1e-6 of their scale, fp32 rounding.
-_PREFIXES = ("", "as_released_half/", "as_released_ln_post/")
+_PREFIXES = ("", "as_released_half/", "as_released_ln_post/", "as_released/")
 TOLERANCES = {f"{p}{q}": 1e-4 for p in _PREFIXES
               for q in ("loss/", "grad/", *(f"stage{i}/logits" for i in range(1, 5)))}
 STEPS = 5
@@ -46,6 +46,7 @@ KNOWN_DIFFERENCES = {
                          "(AnomalyCLIP_lib/AnomalyCLIP.py:246); ours keeps them in the compute dtype",
     "as_released_ln_post/": "the release projects the global class token without ln_post "
                             "(AnomalyCLIP_lib/AnomalyCLIP.py:387); ours applies ln_post (baselines.anomalyclip)",
+    "as_released/": "the release as it is: both of the above",
 }
 
 

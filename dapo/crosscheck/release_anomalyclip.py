@@ -10,7 +10,8 @@ cited). The whole pipeline runs once per *variant*: ``ln_post`` and ``half`` say
 global embedding goes through ``ln_post`` (ours; the release projects without it,
 ``AnomalyCLIP.py:387``) and whether the deep text tokens keep the release's ``.half()``
 (``AnomalyCLIP.py:246``); the two are switched by a forward hook and by making ``Tensor.half``
-the identity in this process, so each difference can be measured alone.
+the identity in this process, so each difference can be measured alone (and both together:
+the release as it is).
 """
 
 from __future__ import annotations
@@ -179,7 +180,8 @@ def pipeline(spec: dict, *, ln_post: bool, half: bool) -> dict:
 
 
 #: the variants run: prefix of their rows -> (ln_post, half)
-VARIANTS = {"": (True, False), "as_released_half/": (True, True), "as_released_ln_post/": (False, False)}
+VARIANTS = {"": (True, False), "as_released_half/": (True, True), "as_released_ln_post/": (False, False),
+            "as_released/": (False, True)}
 
 
 def main(inp: str, outp: str) -> None:
