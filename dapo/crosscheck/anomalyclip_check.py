@@ -33,7 +33,7 @@ from dapo.crosscheck.mapping import anomalyclip_to_release, release_to_anomalycl
 TOLERANCE = 1e-5
 #: Loss values: 1e-4 absolute (as the DAPO check). Stage logits are cosines / 0.07: 1e-4 is 7e-6 of
 #: a cosine. Gradients: 1e-4 absolute, unlike the DAPO check's 1e-5, because here they are O(100)
-#: (4 x the sum of 12 loss terms, ``train.py:95-102``): 1e-4 is 1e-6 of their scale, fp32 rounding.
+#: (4 x the sum of 12 loss terms, ``train.py:96-102``): 1e-4 is 1e-6 of their scale, fp32 rounding.
 _PREFIXES = ("", "as_released_half/", "as_released_ln_post/", "as_released/")
 TOLERANCES = {f"{p}{q}": 1e-4 for p in _PREFIXES
               for q in ("loss/", "grad/", *(f"stage{i}/logits" for i in range(1, 5)))}
