@@ -35,7 +35,7 @@ html_show_sourcelink = False
 # everything the site needs is in its own folder: no fonts, scripts or icons from the network
 html_theme_options["icon_links"] = []
 
-DOCS_ORDER = ["REPRODUCING", "PROFILES", "MODEL", "FIDELITY", "CLI", "DATASETS", "METRICS", "BENCHMARKS",
+DOCS_ORDER = ["REPRODUCING", "PROFILES", "MODEL", "FIDELITY", "CLI", "DISTRIBUTED", "DATASETS", "METRICS", "BENCHMARKS",
               "TESTING", "ARCHITECTURE"]
 
 
