@@ -370,7 +370,7 @@ def test_torchrun_dapo_evaluate_prints_and_writes_the_one_process_metrics(smoke,
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.skip(f"{DEFAULT_CHECKPOINT} is not in this checkout")
     cfg, _ = smoke
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DAPO_RUN_ID": "one-run"}  # one stamp for both
     arguments = ["-m", "dapo", "evaluate", "--dataset", TARGET, "--root", str(cfg.dataset_roots[TARGET]),
                  "--no-progress", "--batch-size", "4"]
     one = subprocess.run([sys.executable, *arguments, "--out", str(tmp_path / "one")], env=env, cwd=tmp_path,
@@ -396,7 +396,7 @@ def test_torchrun_dapo_train_writes_one_checkpoint_equal_to_one_process(smoke, t
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.skip(f"{DEFAULT_CHECKPOINT} is not in this checkout")
     cfg, _ = smoke
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "DAPO_RUN_ID": "one-run"}  # one stamp for both
     arguments = ["-m", "dapo", "train", "--dataset", cfg.train_dataset, "--root", str(cfg.dataset_roots[cfg.train_dataset]),
                  "--epochs", "1", "--precision", "fp32", "--no-progress", "--set", "n_prompts=2"]
     one = subprocess.run([sys.executable, *arguments, "--out", str(tmp_path / "one")], env=env, cwd=tmp_path,
