@@ -48,14 +48,14 @@ test-notebooks: venv
 ## notebooks/NN_*.ipynb at smoke size, in order, from an empty results/smoke, fp32 pinned.
 nbval-refs: venv
 	rm -rf results/smoke figures/smoke tests/notebooks
-	TQDM_DISABLE=1 $(SAME_NUMERICS) $(PY) -m dapo.run_notebooks --smoke --references tests/notebooks -p precision fp32
+	TQDM_DISABLE=1 $(SAME_NUMERICS) $(PY) -m dapo.experiments.run_notebooks --smoke --references tests/notebooks -p precision fp32
 
 ## Execute the notebooks in order with papermill (synthetic profile by default). Resumes: a
 ## notebook that completed with unchanged inputs (results/<profile>/notebooks/manifest.json) is
 ## skipped. FORCE=1 reruns every notebook; JOBS=2 runs two at once, one thread each.
 JOBS ?= 1
 reproduce: venv
-	$(PY) -m dapo.run_notebooks --profile $(PROFILE) -j $(JOBS) $(if $(FORCE),--force)
+	$(PY) -m dapo.experiments.run_notebooks --profile $(PROFILE) -j $(JOBS) $(if $(FORCE),--force)
 
 ## A reviewer's check: every number of a re-run beside the committed one, in committed seed stds.
 ## RERUN (default results/$(PROFILE), as `make reproduce` rewrote it) is compared with the tables
@@ -64,7 +64,7 @@ RERUN ?= results/$(PROFILE)
 GIT_REV ?= HEAD
 .PHONY: verify
 verify: venv
-	$(PY) -m dapo.reproduce compare $(RERUN) --committed $(or $(COMMITTED),results/$(PROFILE)) \
+	$(PY) -m dapo.experiments.reproduce compare $(RERUN) --committed $(or $(COMMITTED),results/$(PROFILE)) \
 		$(if $(COMMITTED),,$(if $(GIT_REV),--git $(GIT_REV)))
 
 benchmarks: venv
@@ -95,7 +95,7 @@ lock:
 
 ## Rewrite the result numbers that README.md and docs/*.md quote (generated blocks) from results/synthetic/.
 claims: venv
-	$(PY) -m dapo.claims
+	$(PY) -m dapo.experiments.claims
 
 ## The book: README, docs/, results/README.md and the executed notebooks as a static site (offline; the
 ## notebooks are rendered as committed, never executed). Open docs/_build/html/index.html.

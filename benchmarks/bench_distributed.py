@@ -1,8 +1,8 @@
-"""Evaluation throughput against the number of processes (``torchrun``, :mod:`dapo.distributed`).
+"""Evaluation throughput against the number of processes (``torchrun``, :mod:`dapo.engine.distributed`).
 
 For each process count N, ``torchrun --standalone --nproc_per_node N`` runs this script's worker:
 every process loads the model and the dataset, waits at a barrier, then the clock runs over one
-sharded binary evaluation (:func:`dapo.experiments.evaluate_binary`: prediction of the rank's
+sharded binary evaluation (:func:`dapo.experiments.runs.evaluate_binary`: prediction of the rank's
 share, metric accumulation, the reduction of the evaluators onto every rank) until the last rank
 is done. Process counts are interleaved over ``--rounds`` rounds and the median is reported with
 the speed-up over one process; the metric tables of every run must be identical (checked).
@@ -40,11 +40,11 @@ TARGET = "synthetic_target"
 
 def worker(args: argparse.Namespace) -> None:
     """One process of a torchrun launch: time one sharded evaluation, rank 0 writes the result."""
-    from dapo import distributed
-    from dapo.backbone import load_backbone
-    from dapo.baselines import make_model
-    from dapo.experiments import evaluate_binary, open_profile_dataset
-    from dapo.profiles import resolve_profile
+    from dapo.clip.backbone import load_backbone
+    from dapo.engine import distributed
+    from dapo.experiments.profiles import resolve_profile
+    from dapo.experiments.runs import evaluate_binary, open_profile_dataset
+    from dapo.methods import make_model
 
     torch.set_num_threads(args.threads)
     device = distributed.rank_device(args.device)
@@ -93,7 +93,7 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    from dapo.profiles import resolve_profile
+    from dapo.experiments.profiles import resolve_profile
     from dapo.synthetic.worlds import ensure_worlds
 
     cfg = resolve_profile("synthetic", smoke=args.smoke, data_root=args.data_root, check=False)

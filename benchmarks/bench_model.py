@@ -36,14 +36,14 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from dapo.backbone import load_backbone
-from dapo.baselines import METHODS, make_model
-from dapo.inference import Predictor
-from dapo.losses import loss_terms
-from dapo.model import DAPOOutput
-from dapo.precision import autocast, cpu_has_fast_bf16, resolve_device
-from dapo.progressive import reference_blocks
-from dapo.train import training_step
+from dapo.clip.backbone import load_backbone
+from dapo.engine.inference import Predictor
+from dapo.engine.train import training_step
+from dapo.methods import METHODS, make_model
+from dapo.methods.dapo.losses import loss_terms
+from dapo.methods.dapo.model import DAPOOutput
+from dapo.methods.dapo.progressive import reference_blocks
+from dapo.util.precision import autocast, cpu_has_fast_bf16, resolve_device
 
 DEFECT_NAMES = ("bent", "broken", "color", "contamination", "crack", "cut", "fabric", "faulty imprint", "glue",
                 "hole", "liquid", "misplaced", "missing", "poke", "scratch", "squeeze", "thread", "rough")

@@ -21,10 +21,10 @@ import open_clip
 import pandas as pd
 import torch
 
-from dapo.backbone import file_sha256
-from dapo.paths import results_dir
+from dapo.clip.backbone import file_sha256
 from dapo.synthetic.pretrain import COMPACT_MODEL, COMPACT_WEIGHTS, register_compact_config
 from dapo.synthetic.zeroshot import defect_type_accuracy, heldout_set, patch_separability, product_accuracy
+from dapo.util.paths import results_dir
 
 DEFECT_BAR, PRODUCT_BAR = 0.70, 0.90
 

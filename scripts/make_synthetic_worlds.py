@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from dapo.paths import data_dir
 from dapo.synthetic.worlds import WORLDS, ensure_worlds, world_root, write_world
+from dapo.util.paths import data_dir
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def pytest_configure(config):
 def _machine_precision():
     """A run fixes what precision "auto" means for the process (start_run); each test starts
     and ends with the machine's choice."""
-    from dapo.precision import set_run_precision
+    from dapo.util.precision import set_run_precision
 
     set_run_precision(None)
     yield
@@ -70,7 +70,7 @@ def tiny_model_name(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def tiny_backbone(tiny_model_name):
     """Frozen tiny backbone at its native 32 px (shared: nothing may modify it)."""
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     torch.manual_seed(0)
     return load_backbone(tiny_model_name, None, image_size=TINY_IMAGE)

@@ -11,7 +11,7 @@ import pytest
 matplotlib.use("Agg")
 
 from dapo import ablations  # noqa: E402
-from dapo.ablations import (  # noqa: E402
+from dapo.experiments.ablations import (  # noqa: E402
     ablation_summary,
     ablation_table,
     aggregation_table,
@@ -50,7 +50,7 @@ def test_depth_grids_scale_with_the_backbone_and_full_depth_is_the_default():
 
 
 def test_full_depth_settings_share_the_default_checkpoint_folder():
-    from dapo.experiments import non_default, setting_name
+    from dapo.experiments.runs import non_default, setting_name
 
     full, naive_half = depth_settings(backbone(8, 4), [1.0]) + depth_settings(backbone(8, 4), [0.5], tuning="naive")
     assert setting_name(non_default("dapo", full)) == "default"
@@ -148,7 +148,7 @@ def test_smoke_values_and_the_mpdd_style_target():
 
 
 def test_sweep_lines_draws_one_panel_per_dataset_and_metric_with_error_bars():
-    from dapo.plots import sweep_lines
+    from dapo.experiments.plots import sweep_lines
 
     table = ablation_table(tidy_sweep("lam", (1.0, 4.0, 16.0)), ["lam"])
     fig = sweep_lines(table, "lam", ["image_auroc", "image_ap"], logx=True)

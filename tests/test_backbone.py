@@ -9,15 +9,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import dapo.backbone as backbone_module
-from dapo.backbone import (
+import dapo.clip.backbone as backbone_module
+from dapo.clip.backbone import (
     checkpoint_available,
     interpolate_positional_embedding,
     load_backbone,
     proportional_taps,
     resolve_weights,
 )
-from dapo.progressive import run_blocks
+from dapo.methods.dapo.progressive import run_blocks
 
 
 @pytest.mark.parametrize("layers, taps", [(24, (6, 12, 18, 24)), (12, (3, 6, 9, 12)), (6, (2, 3, 5, 6)),

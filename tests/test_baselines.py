@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from dapo.baselines import METHODS, config_for, make_model
-from dapo.config import DAPOConfig
-from dapo.inference import Predictor
-from dapo.train import training_step
+from dapo.engine.inference import Predictor
+from dapo.engine.train import training_step
+from dapo.methods import METHODS, config_for, make_model
+from dapo.methods.dapo.config import DAPOConfig
 
 VOCABULARY = ("hole", "scratch")
 
@@ -61,7 +61,7 @@ def test_multiads_f_filters_the_vocabulary_and_scores_images_as_its_script():
 
 
 def test_presets_are_distinct_and_carry_their_recipes():
-    from dapo.baselines import preset, training_for
+    from dapo.methods import preset, training_for
 
     configs = {m: config_for(m).to_dict() for m in METHODS}
     for m in METHODS:

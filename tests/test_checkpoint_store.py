@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
-from dapo import ledger
-from dapo.checkpoint import epoch_path, read_checkpoint
-from dapo.checkpoint_store import FolderBusyError, checkpoint_dir, folder_lock
-from dapo.experiments import find_checkpoint, train_or_load
-from dapo.profiles import resolve_profile
+from dapo.engine.checkpoint import epoch_path, read_checkpoint
+from dapo.engine.checkpoint_store import FolderBusyError, checkpoint_dir, folder_lock
+from dapo.engine.train import CheckpointExistsError, state_path, train
+from dapo.experiments.profiles import resolve_profile
+from dapo.experiments.runs import find_checkpoint, train_or_load
 from dapo.synthetic.worlds import write_world
-from dapo.train import CheckpointExistsError, state_path, train
+from dapo.util import ledger
 
 FAST = dict(n_prompts=2)
 
@@ -85,7 +85,7 @@ def test_a_longer_training_starts_from_a_shorter_one_that_kept_its_optimiser_sta
 
 def test_a_fresh_start_in_a_folder_with_checkpoints_is_refused_and_changes_nothing(
         cfg, tiny_backbone, tiny_dataset, tmp_path):
-    from dapo.model import DAPO
+    from dapo.methods.dapo.model import DAPO
     from tests.test_train import SMALL
 
     train(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path, epochs=1, progress=False)
@@ -97,13 +97,13 @@ def test_a_fresh_start_in_a_folder_with_checkpoints_is_refused_and_changes_nothi
 
 
 def test_a_second_process_waits_for_the_folder_or_is_told_who_holds_it(tiny_backbone, tiny_dataset, tmp_path):
-    from dapo.model import DAPO
+    from dapo.methods.dapo.model import DAPO
     from tests.test_train import SMALL
 
     folder = tmp_path / "busy"
     holder = textwrap.dedent(f"""
         import pathlib, sys, time
-        from dapo.checkpoint_store import folder_lock
+        from dapo.engine.checkpoint_store import folder_lock
         with folder_lock({str(folder)!r}):
             print("locked", flush=True)
             sys.stdin.readline()
@@ -125,7 +125,7 @@ def test_a_second_process_waits_for_the_folder_or_is_told_who_holds_it(tiny_back
 
 
 def test_a_runs_stamps_name_the_seeds_and_the_training_precision(cfg, tiny_backbone, tmp_path):
-    from dapo.experiments import start_run
+    from dapo.experiments.runs import start_run
 
     run = start_run("synthetic", smoke=True, data_root=str(tmp_path / "data"), output_dir=str(tmp_path / "out"),
                     figures_dir=str(tmp_path / "fig"), precision="fp32", prepare=False)

@@ -1,5 +1,5 @@
 """Every result number README.md and docs/*.md quote is generated from the committed tables
-(dapo.claims blocks, rewritten by `make claims`) and none is typed by hand in their prose."""
+(dapo.experiments.claims blocks, rewritten by `make claims`) and none is typed by hand in their prose."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dapo import claims
+from dapo.experiments.runs import claims
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = claims.pages(REPO)
@@ -76,7 +76,7 @@ def test_the_table1_block_in_the_readme_is_the_csv_within_rounding():
 
 
 def test_a_stale_block_is_rewritten_and_an_unknown_one_refused():
-    stale = "x\n<!-- generated: table1 (python -m dapo.claims) -->\nMultiADS 89.9\n<!-- end generated: table1 -->\n"
+    stale = "x\n<!-- generated: table1 (python -m dapo.experiments.claims) -->\nMultiADS 89.9\n<!-- end generated: table1 -->\n"
     fresh = claims.render(stale)
     assert "89.9" not in fresh and f"{pd.read_csv(TABLES / 'table1_multitype.csv')['pixel_auroc / mean'][0]:.1f}" in fresh
     with pytest.raises(ValueError, match="unknown generated block 'nope'"):

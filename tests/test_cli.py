@@ -23,16 +23,16 @@ from test_cli_folder import write_folder
 
 import dapo.cli.common as common
 import dapo.data.images as image_module
-from dapo.baselines import make_model, preset
-from dapo.checkpoint import load_trained, read_metadata
 from dapo.cli import build_parser, main
 from dapo.cli.outputs import palette
 from dapo.cli.predict import collect_images, output_names
 from dapo.data import read_rgb
 from dapo.data.folder import FolderDataset
 from dapo.data.images import clip_tensor
-from dapo.inference import Predictor
-from dapo.train import train
+from dapo.engine.checkpoint import load_trained, read_metadata
+from dapo.engine.inference import Predictor
+from dapo.engine.train import train
+from dapo.methods import make_model, preset
 
 REPO = Path(__file__).resolve().parents[1]
 DEFECTS = ("scratch", "rust")

@@ -12,9 +12,9 @@ from safetensors.torch import load_file
 from test_cli import TINY_BACKBONE, dapo, error_line
 from test_cli_folder import write_folder
 
-from dapo.checkpoint import read_metadata
 from dapo.cli.common import UsageError
 from dapo.cli.config import check_fields, literal, parse_set, run_tokens
+from dapo.engine.checkpoint import read_metadata
 
 
 @pytest.fixture

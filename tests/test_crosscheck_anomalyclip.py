@@ -69,7 +69,7 @@ def test_summary_groups_a_variants_rows_within_it():
 
 def test_release_dpam_argument_matches_the_releases_own_value():
     from dapo.crosscheck.anomalyclip_check import release_dpam_layer
-    from dapo.dpam import OFFICIAL_DPAM_LAYERS, scaled_dpam_layers
+    from dapo.methods.dapo.dpam import OFFICIAL_DPAM_LAYERS, scaled_dpam_layers
 
     assert release_dpam_layer(OFFICIAL_DPAM_LAYERS) == 20  # train.py:42 on ViT-L/14's 24 layers
     assert release_dpam_layer(scaled_dpam_layers(8)) == 7  # the compact tower: blocks 3-8

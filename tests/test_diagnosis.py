@@ -4,8 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dapo.config import DAPOConfig
-from dapo.diagnosis import (
+from dapo.experiments.diagnosis import (
     collapse_counts,
     collapse_shares,
     cosine_summary,
@@ -13,7 +12,8 @@ from dapo.diagnosis import (
     state_cosines,
     without_vision_tokens,
 )
-from dapo.model import DAPO
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
 
 VOCABULARY = ("hole", "scratch", "crack")
 
@@ -101,8 +101,8 @@ def test_parameter_drift_measures_the_change_from_the_seeded_init(tiny_backbone)
 
 
 def test_the_paraphrased_multiads_differs_from_multiads_only_in_its_prompt_lists():
-    from dapo import baselines
-    from dapo.prompt_overlap import PARAPHRASE_TEMPLATES
+    from dapo import methods as baselines
+    from dapo.experiments.prompt_overlap import PARAPHRASE_TEMPLATES
 
     config = baselines.config_for("multiads_paraphrased")
     assert config.templates == PARAPHRASE_TEMPLATES and config.text_prompts == "handcrafted_defects"

@@ -1,4 +1,4 @@
-"""dapo.distributed: sharding, the evaluators' merge (in one process), and two gloo processes on the
+"""dapo.engine.distributed: sharding, the evaluators' merge (in one process), and two gloo processes on the
 CPU giving the one-process evaluation bit for bit, the one-process training within a stated
 tolerance, and the sequential sweep table; `torchrun -m dapo evaluate` prints what `dapo evaluate` does."""
 
@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from dapo import distributed
-from dapo.distributed import World, my_jobs, shard_pairs, shard_positions, split_batches
+from dapo.engine import distributed
+from dapo.engine.distributed import World, my_jobs, shard_pairs, shard_positions, split_batches
+from dapo.experiments.profiles import resolve_profile
 from dapo.metrics import BinaryEvaluator, MultiLabelEvaluator, MultiTypeEvaluator
-from dapo.profiles import resolve_profile
 from dapo.synthetic.worlds import write_world
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,7 +209,7 @@ def _backbone(config: Path):
     """The conftest's tiny random backbone (same seed, same weights in every process)."""
     import open_clip
 
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     open_clip.add_model_config(config)
     torch.manual_seed(0)
@@ -224,7 +224,7 @@ def _spawn(worker, tmp_path: Path, *args) -> list:
 
 
 def _evaluations(model, dataset) -> dict:
-    from dapo.experiments import binary_evaluator, evaluate_multitype, multilabel_evaluator
+    from dapo.experiments.runs import binary_evaluator, evaluate_multitype, multilabel_evaluator
 
     kwargs = dict(device="cpu", batch_size=4, progress=False)
     binary = binary_evaluator(model, dataset, **kwargs)
@@ -235,8 +235,8 @@ def _evaluations(model, dataset) -> dict:
 
 
 def _evaluate_worker(rank, rendezvous, out, cfg, config):
-    from dapo.baselines import make_model
-    from dapo.experiments import open_profile_dataset, predict_products
+    from dapo.experiments.runs import open_profile_dataset, predict_products
+    from dapo.methods import make_model
 
     _join(rank, rendezvous)
     model = make_model("dapo", _backbone(config), seed=0)
@@ -274,9 +274,9 @@ def test_two_processes_evaluate_exactly_as_one(smoke, tmp_path):
 
 
 def _train_worker(rank, rendezvous, out, cfg, config):
-    from dapo.baselines import make_model, preset
-    from dapo.experiments import open_profile_dataset
-    from dapo.train import train
+    from dapo.engine.train import train
+    from dapo.experiments.runs import open_profile_dataset
+    from dapo.methods import make_model, preset
 
     _join(rank, rendezvous)
     backbone = _backbone(config)
@@ -319,15 +319,15 @@ def test_data_parallel_training_matches_one_process(smoke, tmp_path):
 
 
 def _initial(config: Path) -> dict:
-    from dapo.baselines import make_model
+    from dapo.methods import make_model
 
     model = make_model("dapo", _backbone(config), seed=0, n_prompts=2)
     return {k: v.detach().clone() for k, v in model.learnable_parameters().items()}
 
 
 def _sweep_worker(rank, rendezvous, out, cfg, config):
-    from dapo.experiments import open_profile_dataset
-    from dapo.sweep import binary_on, sweep
+    from dapo.experiments.runs import open_profile_dataset
+    from dapo.experiments.sweep import binary_on, sweep
 
     _join(rank, rendezvous)
     backbone = _backbone(config)
@@ -390,8 +390,8 @@ def test_torchrun_dapo_evaluate_prints_and_writes_the_one_process_metrics(smoke,
 
 @pytest.mark.slow
 def test_torchrun_dapo_train_writes_one_checkpoint_equal_to_one_process(smoke, tmp_path):
-    from dapo.checkpoint import read_checkpoint
     from dapo.cli.common import DEFAULT_CHECKPOINT
+    from dapo.engine.checkpoint import read_checkpoint
 
     if not DEFAULT_CHECKPOINT.is_file():
         pytest.skip(f"{DEFAULT_CHECKPOINT} is not in this checkout")

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dapo.baselines import config_for, make_model
-from dapo.config import DAPOConfig
-from dapo.dpam import run_vision_blocks, scaled_dpam_layers, vv_attention
-from dapo.model import DAPO
-from dapo.progressive import run_blocks
+from dapo.methods import config_for, make_model
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.dpam import run_vision_blocks, scaled_dpam_layers, vv_attention
+from dapo.methods.dapo.model import DAPO
+from dapo.methods.dapo.progressive import run_blocks
 
 
 def hand_vv(block, hidden: torch.Tensor) -> np.ndarray:

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 import torch
 
-from dapo.experiments import evaluate_binary, evaluate_multitype, open_profile_dataset, train_or_load
-from dapo.profiles import resolve_profile
+from dapo.experiments.profiles import resolve_profile
+from dapo.experiments.runs import evaluate_binary, evaluate_multitype, open_profile_dataset, train_or_load
 from dapo.synthetic.worlds import write_world
 
 
@@ -57,7 +57,7 @@ def test_evaluations_cover_every_product_with_its_own_classes(smoke_cfg, trained
 
 def test_a_real_dataset_named_in_a_synthetic_run_is_read_not_generated(tmp_path, monkeypatch):
     import dapo.synthetic.worlds as worlds
-    from dapo.experiments import prepare_data
+    from dapo.experiments.runs import prepare_data
 
     made = []
     monkeypatch.setattr(worlds, "write_world", lambda name, root, **kw: made.append(name))

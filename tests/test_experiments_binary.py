@@ -10,8 +10,8 @@ import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-from dapo.baselines import config_for, make_model
-from dapo.experiments import (
+from dapo.experiments.profiles import resolve_profile
+from dapo.experiments.runs import (
     add_inference_variants,
     evaluate_binary,
     evaluate_binary_curves,
@@ -21,7 +21,7 @@ from dapo.experiments import (
     open_profile_dataset,
     predict_products,
 )
-from dapo.profiles import resolve_profile
+from dapo.methods import config_for, make_model
 from dapo.synthetic.worlds import write_world
 
 
@@ -107,7 +107,7 @@ def test_multiads_f_is_multiads_scored_differently(tiny_backbone):
 
 
 def test_inference_variant_is_scored_as_the_preset(tiny_backbone, images):
-    from dapo.inference import Predictor
+    from dapo.engine.inference import Predictor
 
     multiads = make_model("multiads", tiny_backbone)
     variant = inference_variant(multiads, "multiads_f")

@@ -5,10 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dapo.baselines import config_for, preset
-from dapo.config import DAPOConfig
-from dapo.experiments import checkpoint_dir, non_default
-from dapo.fidelity import (
+from dapo.experiments.fidelity import (
     DEFAULT_SWITCHES,
     EARLIER_CHOICES,
     INFERENCE_FIELDS,
@@ -21,9 +18,12 @@ from dapo.fidelity import (
     switch_kind,
     with_config,
 )
-from dapo.losses import dapo_loss
-from dapo.model import DAPO
-from dapo.sweep import Evaluation
+from dapo.experiments.runs import checkpoint_dir, non_default
+from dapo.experiments.sweep import Evaluation
+from dapo.methods import config_for, preset
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.losses import dapo_loss
+from dapo.methods.dapo.model import DAPO
 
 
 def test_every_switch_differs_from_the_default_and_builds():
@@ -95,7 +95,7 @@ def test_effects_pair_each_seed_with_its_default_run():
 
 
 def test_evaluate_settings_trains_only_what_training_reads(tmp_path, tiny_backbone, tiny_image_size):
-    from dapo.profiles import resolve_profile
+    from dapo.experiments.profiles import resolve_profile
     from dapo.synthetic.worlds import write_world
 
     cfg = resolve_profile("synthetic", smoke=True, data_root=tmp_path / "worlds", image_size=tiny_image_size,
@@ -125,7 +125,7 @@ def test_evaluate_settings_trains_only_what_training_reads(tmp_path, tiny_backbo
 
 
 def test_the_notebook_parameters_validate_switches_and_epochs():
-    from dapo.parameters import ParameterError, parameters_cell, validate
+    from dapo.experiments.parameters import ParameterError, parameters_cell, validate
 
     assert validate("11_fidelity", {})["switches"] == [dict(s) for s in DEFAULT_SWITCHES]
     assert validate("11_fidelity", {"switches": [{"lam": 2.0}]})["switches"] == [{"lam": 2.0}]

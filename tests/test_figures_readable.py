@@ -12,7 +12,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dapo import plots  # noqa: E402
-from dapo.reporting import SYNTHETIC_BANNER, Provenance, save_figure  # noqa: E402
+from dapo.experiments.reporting import SYNTHETIC_BANNER, Provenance, save_figure  # noqa: E402
 from dapo.synthetic.corpus import DEFECT_ORDER  # noqa: E402
 
 #: CIE76 delta-E: about 2.3 is just noticeable; 20 is a clearly different colour.

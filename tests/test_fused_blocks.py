@@ -7,11 +7,11 @@ import torch
 from open_clip.transformer import CustomResidualAttentionBlock, QuickGELU, ResidualAttentionBlock
 from torch import nn
 
-from dapo.backbone import FrozenBlock, attention, is_causal_mask, load_backbone, prepared_blocks
-from dapo.config import DAPOConfig
-from dapo.losses import loss_terms
-from dapo.model import DAPO
-from dapo.progressive import DeepPrompts, _SlotWrite, reference_blocks, run_blocks
+from dapo.clip.backbone import FrozenBlock, attention, is_causal_mask, load_backbone, prepared_blocks
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.losses import loss_terms
+from dapo.methods.dapo.model import DAPO
+from dapo.methods.dapo.progressive import DeepPrompts, _SlotWrite, reference_blocks, run_blocks
 
 VOCABULARY = ("hole", "scratch")
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from dapo.paths import REPO_ROOT
+from dapo.util.paths import REPO_ROOT
 
 RUN = "results/synthetic/checkpoints"
 KEPT = [f"{RUN}/dapo/default/seed0/epoch_002.safetensors", f"{RUN}/multiads/default/seed1/loss_history.csv",

@@ -9,9 +9,9 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from dapo.config import DAPOConfig
-from dapo.inference import Predictor, gaussian_smooth, inference_vocabulary, type_probabilities
-from dapo.model import DAPO
+from dapo.engine.inference import Predictor, gaussian_smooth, inference_vocabulary, type_probabilities
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
 
 VOCABULARY = ("hole", "scratch", "never_seen_dent")
 
@@ -83,7 +83,7 @@ def test_text_is_encoded_once_per_vocabulary(model, images, monkeypatch):
 def test_unseen_defect_after_training_step(tiny_backbone, tiny_dataset, images):
     from torch.utils.data import DataLoader, default_collate
 
-    from dapo.train import training_step
+    from dapo.engine.train import training_step
 
     model = DAPO(tiny_backbone, DAPOConfig(n_prompts=2))
     optimizer = torch.optim.Adam(model.learnable_parameters().values(), lr=1e-3)

@@ -12,9 +12,9 @@ import test_cli
 import torch
 from torch.utils.data import default_collate
 
-from dapo.config import DAPOConfig
-from dapo.loading import UnsafeFileError, load_state
-from dapo.model import DAPO
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
+from dapo.util.loading import UnsafeFileError, load_state
 
 trained = test_cli.trained  # the CLI tests' tiny trained run and its checkpoint, for the command-line case
 checkpoint = test_cli.checkpoint
@@ -69,7 +69,7 @@ def test_pretraining_resume_refuses_a_crafted_state(tmp_path, crafted):
 
 
 def test_training_resume_refuses_a_crafted_optimiser_state(tiny_backbone, tiny_dataset, tmp_path, crafted):
-    from dapo.train import train
+    from dapo.engine.train import train
 
     write, _ = crafted
     kwargs = dict(batch_size=4, progress=False, collate_fn=default_collate)
@@ -81,7 +81,7 @@ def test_training_resume_refuses_a_crafted_optimiser_state(tiny_backbone, tiny_d
 
 
 def test_training_resume_names_the_crafted_optimiser_state(tiny_backbone, tiny_dataset, tmp_path, crafted):
-    from dapo.train import train
+    from dapo.engine.train import train
 
     write, _ = crafted
     kwargs = dict(batch_size=4, progress=False, collate_fn=default_collate)
@@ -92,7 +92,7 @@ def test_training_resume_names_the_crafted_optimiser_state(tiny_backbone, tiny_d
 
 
 def test_checkpoints_are_safetensors_and_a_pickle_in_their_place_is_refused(tiny_backbone, tmp_path, crafted):
-    from dapo.checkpoint import CheckpointError, load_trained, read_checkpoint
+    from dapo.engine.checkpoint import CheckpointError, load_trained, read_checkpoint
 
     write, _ = crafted
     path = write(tmp_path / "epoch_001.safetensors")
@@ -103,7 +103,7 @@ def test_checkpoints_are_safetensors_and_a_pickle_in_their_place_is_refused(tiny
 
 
 def test_clip_weights_passed_as_a_file_are_read_as_data(tiny_model_name, tmp_path, crafted):
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     write, _ = crafted
     path = write(tmp_path / "ViT-evil.pt")
@@ -114,7 +114,7 @@ def test_clip_weights_passed_as_a_file_are_read_as_data(tiny_model_name, tmp_pat
 
 
 def test_torchscript_weights_are_refused_not_executed(tiny_model_name, tmp_path):
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
@@ -125,7 +125,7 @@ def test_torchscript_weights_are_refused_not_executed(tiny_model_name, tmp_path)
 
 
 def test_a_plain_state_dict_still_loads(tiny_model_name, tiny_backbone, tmp_path):
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     path = tmp_path / "plain.pt"
     torch.save(tiny_backbone.clip.state_dict(), path)

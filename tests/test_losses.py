@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from dapo.config import DAPOConfig
-from dapo.losses import dapo_loss, dice_loss, focal_loss, global_loss, local_loss, loss_terms, stage_probabilities
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.losses import (
+    dapo_loss,
+    dice_loss,
+    focal_loss,
+    global_loss,
+    local_loss,
+    loss_terms,
+    stage_probabilities,
+)
 
 PLAIN = DAPOConfig(focal_smooth=0.0, upsample_align_corners=False)
 

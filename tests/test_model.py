@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dapo.config import DAPOConfig
-from dapo.model import DAPO
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
 
 VOCABULARY = ("scratch", "hole", "faulty imprint")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dapo.paths import REPO_ROOT
-from dapo.run_notebooks import notebook_paths
+from dapo.experiments.run_notebooks import notebook_paths
+from dapo.util.paths import REPO_ROOT
 
 REFERENCES = REPO_ROOT / "tests" / "notebooks"
 HINT = "regenerate the references with `make nbval-refs`"

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from dapo.paths import REPO_ROOT
-from dapo.run_notebooks import notebook_paths
+from dapo.experiments.run_notebooks import notebook_paths
+from dapo.util.paths import REPO_ROOT
 
 
 @pytest.mark.parametrize("notebook", notebook_paths(), ids=lambda p: p.stem)

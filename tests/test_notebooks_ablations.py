@@ -13,10 +13,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-import dapo.experiments  # noqa: E402
-import dapo.sweep  # noqa: E402
-from dapo.paths import REPO_ROOT  # noqa: E402
-from dapo.sweep import grid_settings  # noqa: E402
+import dapo.experiments.runs  # noqa: E402
+import dapo.experiments.sweep  # noqa: E402
+from dapo.experiments.sweep import grid_settings  # noqa: E402
+from dapo.util.paths import REPO_ROOT  # noqa: E402
 
 METRICS = ("image_auroc", "image_ap", "image_f1_max", "pixel_auroc", "pixel_ap", "pixel_f1_max", "pixel_aupro",
            "pixel_aupro_official")
@@ -56,11 +56,11 @@ def run_cells(path, tmp_path):
 @pytest.fixture
 def faked(monkeypatch):
     calls = []
-    monkeypatch.setattr(dapo.sweep, "sweep", fake_sweep(calls))
-    monkeypatch.setattr(dapo.experiments, "prepare_data", lambda cfg, seed=0: {})
-    monkeypatch.setattr(dapo.experiments, "load_profile_backbone",
+    monkeypatch.setattr(dapo.experiments.sweep, "sweep", fake_sweep(calls))
+    monkeypatch.setattr(dapo.experiments.runs, "prepare_data", lambda cfg, seed=0: {})
+    monkeypatch.setattr(dapo.experiments.runs, "load_profile_backbone",
                         lambda cfg, device="auto": SimpleNamespace(vision_blocks=[None] * 8, text_blocks=[None] * 4))
-    monkeypatch.setattr(dapo.experiments, "open_profile_dataset", lambda cfg, name, **kwargs: None)
+    monkeypatch.setattr(dapo.experiments.runs, "open_profile_dataset", lambda cfg, name, **kwargs: None)
     return calls
 
 
@@ -77,7 +77,7 @@ def table(tmp_path, name):
                            "ablation_text_depth": ["text_depth"]}),
 ])
 def test_ablation_notebook_tables_have_one_row_per_setting_seed_and_dataset(stem, tables, faked, tmp_path):
-    from dapo.parameters import defaults
+    from dapo.experiments.parameters import defaults
 
     run_cells(REPO_ROOT / "notebooks" / f"{stem}.ipynb", tmp_path)
     params = defaults(stem)

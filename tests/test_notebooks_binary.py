@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from dapo.experiments import start_notebook
-from dapo.parameters import ParameterError, validate
-from dapo.paths import REPO_ROOT
-from dapo.profiles import PAPER_DATASETS, ProfileError
+from dapo.experiments.parameters import ParameterError, validate
+from dapo.experiments.profiles import PAPER_DATASETS, ProfileError
+from dapo.experiments.runs import start_notebook
+from dapo.util.paths import REPO_ROOT
 
 NOTEBOOKS = ("04_binary", "05_multilabel")
 

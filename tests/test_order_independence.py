@@ -9,7 +9,7 @@ import hashlib
 
 import pytest
 
-from dapo.paths import REPO_ROOT
+from dapo.util.paths import REPO_ROOT
 
 ONE_SEED = {"seeds": [0]}
 LONGER = {"epochs": 2}  # the smoke profile trains 1 epoch: 07 trains its default setting for 2

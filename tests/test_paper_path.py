@@ -10,8 +10,8 @@ import time
 import pytest
 from official_trees import write_official_trees
 
-from dapo.paths import REPO_ROOT
-from dapo.profiles import PAPER_DATASET_DIRS
+from dapo.experiments.profiles import PAPER_DATASET_DIRS
+from dapo.util.paths import REPO_ROOT
 
 BACKBONE = "ViT-S-32"   # the smallest OpenCLIP ViT config; 16 x 16 patches at the paper's 518 px
 NOTEBOOKS = {"03_multitype": ("table1_multitype", "per_product_visa", "per_defect_mpdd")}

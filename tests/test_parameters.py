@@ -5,7 +5,7 @@ that name the parameter."""
 import pytest
 import torch
 
-from dapo.parameters import (
+from dapo.experiments.parameters import (
     COMMON,
     ParameterError,
     from_namespace,
@@ -15,7 +15,7 @@ from dapo.parameters import (
     parameters_for,
     validate,
 )
-from dapo.paths import REPO_ROOT
+from dapo.util.paths import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -24,7 +24,7 @@ NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 def test_every_parameters_cell_is_generated_from_the_package(path):
     nb, index = notebook_cells(path)
     assert "".join(nb["cells"][index]["source"]) == parameters_cell(path.stem), (
-        f"{path.name}: run `python -m dapo.parameters` to regenerate its parameters cell")
+        f"{path.name}: run `python -m dapo.experiments.parameters` to regenerate its parameters cell")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -85,7 +85,7 @@ def test_names_injected_by_papermill_must_be_parameters_of_the_notebook():
 
 
 def test_seed_lists_and_sweep_grids_are_checked_field_by_field():
-    from dapo.parameters import seed_list, sweep_grid
+    from dapo.experiments.parameters import seed_list, sweep_grid
 
     assert seed_list("seeds", (0, 1)) == [0, 1]
     with pytest.raises(ParameterError, match="seeds must be distinct"):
@@ -115,7 +115,7 @@ def test_lists_given_as_text_on_the_papermill_command_line_are_read_as_literals(
 
 
 def test_start_notebook_hands_the_checked_values_to_the_later_cells(monkeypatch):
-    import dapo.experiments as experiments
+    import dapo.experiments.runs as experiments
 
     monkeypatch.setattr(experiments, "start_run", lambda **kwargs: kwargs)
     namespace = {"seeds": "[1, 2]", "smoke": True}

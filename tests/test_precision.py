@@ -6,12 +6,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from dapo import precision as precision_module
-from dapo.config import DAPOConfig
-from dapo.inference import Predictor
-from dapo.model import DAPO
-from dapo.precision import compute_dtype, resolve_precision
-from dapo.train import training_step
+from dapo.engine.inference import Predictor
+from dapo.engine.train import training_step
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
+from dapo.util import precision as precision_module
+from dapo.util.precision import compute_dtype, resolve_precision
 
 SMALL = DAPOConfig(n_prompts=2)
 # bf16 keeps 8 significant bits (relative rounding 2^-9); through the tiny model's 4 + 4 layers
@@ -111,7 +111,7 @@ def test_predictor_precision_resolves_and_bf16_agrees_with_fp32(tiny_backbone, i
 
 
 def test_the_environment_fixes_what_auto_means(monkeypatch):
-    from dapo.precision import resolve_precision
+    from dapo.util.precision import resolve_precision
 
     monkeypatch.setenv("DAPO_AUTO_PRECISION", "fp32")
     assert resolve_precision("auto", "cpu") == "fp32"
@@ -126,8 +126,8 @@ def test_the_environment_fixes_what_auto_means(monkeypatch):
 def test_a_run_makes_auto_mean_its_own_precision_in_every_later_call(monkeypatch):
     """A notebook started with -p precision fp32 on a bf16 CPU evaluates in fp32 too, even where a
     call leaves precision at "auto" (the bug: evaluations ran in bf16 under an fp32 stamp)."""
-    import dapo.precision as precision
-    from dapo.experiments import start_run
+    import dapo.util.precision as precision
+    from dapo.experiments.runs import start_run
 
     monkeypatch.delenv("DAPO_AUTO_PRECISION", raising=False)
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dapo.profiles import PAPER_DATASETS, ProfileError, resolve_profile
+from dapo.experiments.profiles import PAPER_DATASETS, ProfileError, resolve_profile
 
 
 def test_paper_profile_without_data_or_weights_lists_everything_missing(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from dapo import progress
+from dapo.util import progress
 
 
 def _run(monkeypatch, mode, n=500, **kwargs):

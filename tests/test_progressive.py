@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from dapo.config import DAPOConfig
-from dapo.model import DAPO
-from dapo.progressive import DeepPrompts, run_blocks
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
+from dapo.methods.dapo.progressive import DeepPrompts, run_blocks
 
 
 class AddOne(nn.Module):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dapo.config import DAPOConfig
-from dapo.model import DAPO
-from dapo.prompts import (
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
+from dapo.methods.dapo.prompts import (
     LearnedContext,
     check_placeholders,
     defect_phrase,
@@ -107,7 +107,7 @@ def test_handcrafted_prompts_expand_states_times_templates(test_prompts):
 
 
 def test_prompt_layout_shows_shared_context_and_literal_words():
-    from dapo.prompts import prompt_layout
+    from dapo.methods.dapo.prompts import prompt_layout
 
     rows = prompt_layout(DAPOConfig(), ("scratch", "faulty_imprint"))
     assert [r["state"] for r in rows] == ["normal", "scratch", "faulty_imprint"]

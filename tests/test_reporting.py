@@ -10,7 +10,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dapo.reporting import Provenance, git_commit, save_figure, save_table, write_provenance  # noqa: E402
+from dapo.experiments.reporting import Provenance, git_commit, save_figure, save_table, write_provenance  # noqa: E402
 
 
 def _prov(**kw):

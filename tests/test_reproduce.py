@@ -1,4 +1,4 @@
-"""`python -m dapo.reproduce compare` (issue 32, item 6): hand-made committed / re-run CSV pairs
+"""`python -m dapo.experiments.reproduce compare` (issue 32, item 6): hand-made committed / re-run CSV pairs
 for each table layout, the exit status, and the committed results against themselves."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from dapo import reproduce
-from dapo.paths import REPO_ROOT
+from dapo.experiments.runs import reproduce
+from dapo.util.paths import REPO_ROOT
 
 PAIRED = ("method,dataset,auroc / mean,auroc / std,n_seeds,profile,seed,backbone\n"
           "DAPO,target,{a},2,3,synthetic,0,b\n"

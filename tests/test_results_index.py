@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dapo.paths import REPO_ROOT
+from dapo.util.paths import REPO_ROOT
 
 INDEX = REPO_ROOT / "results" / "README.md"
 DONE = "synthetic profile done"

@@ -12,8 +12,8 @@ import pytest
 
 from dapo.data import LayoutImage, load_knowledge, open_dataset, write_tree
 from dapo.data.annotations import AnnotationFormatError
-from dapo.parameters import ParameterError, validate
-from dapo.profiles import ProfileError, resolve_profile
+from dapo.experiments.parameters import ParameterError, validate
+from dapo.experiments.profiles import ProfileError, resolve_profile
 
 SIZE = 8
 
@@ -250,7 +250,7 @@ def test_open_dataset_refuses_values_it_would_have_bent(tmp_path, kwargs, messag
     (dict(grid="lam"), "grid='lam': expected a dict of field -> values or a list of dicts"),
 ])
 def test_sweep_checks_its_arguments_before_any_work(kwargs, message):
-    from dapo.sweep import Evaluation, sweep
+    from dapo.experiments.sweep import Evaluation, sweep
 
     arguments = dict(grid={"lam": [1.0]}, seeds=[0], evaluate=Evaluation("x", lambda model: None))
     arguments.update(kwargs)

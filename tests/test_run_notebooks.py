@@ -11,8 +11,8 @@ import subprocess
 import nbformat
 import pytest
 
-from dapo import run_notebooks as rn
-from dapo.paths import REPO_ROOT
+from dapo.experiments.runs import run_notebooks as rn
+from dapo.util.paths import REPO_ROOT
 
 
 def make_notebook(path, body: str):

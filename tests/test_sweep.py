@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from dapo.experiments import checkpoint_dir, non_default, open_profile_dataset, setting_name, train_or_load
-from dapo.precision import resolve_precision, set_run_precision
-from dapo.profiles import resolve_profile
-from dapo.sweep import Evaluation, binary_on, grid_settings, mean_std, sweep
+from dapo.experiments.profiles import resolve_profile
+from dapo.experiments.runs import checkpoint_dir, non_default, open_profile_dataset, setting_name, train_or_load
+from dapo.experiments.sweep import Evaluation, binary_on, grid_settings, mean_std, sweep
 from dapo.synthetic.worlds import write_world
+from dapo.util.precision import resolve_precision, set_run_precision
 
 FAST = dict(n_prompts=2)
 
@@ -118,7 +118,7 @@ def test_training_free_methods_cannot_be_swept(cfg, tiny_backbone, tmp_path, tes
 
 
 def test_per_product_evaluations_keep_a_product_column(monkeypatch):
-    import dapo.sweep as sweep_module
+    import dapo.experiments.sweep as sweep_module
 
     table = pd.DataFrame({"image_auroc": [0.5, 0.7, 0.6], "image_ap": [0.4, 0.8, 0.6]}, index=["bolt", "gear", "mean"])
     monkeypatch.setattr(sweep_module, "evaluate_binary", lambda model, dataset, **kwargs: table)

@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import pytest
 
-from dapo.experiments import checkpoint_dir
-from dapo.profiles import resolve_profile
-from dapo.sweep import Evaluation, sweep
+from dapo.experiments.profiles import resolve_profile
+from dapo.experiments.runs import checkpoint_dir
+from dapo.experiments.sweep import Evaluation, sweep
 from dapo.synthetic.worlds import write_world
 
 FAST = dict(n_prompts=2)
@@ -89,7 +89,7 @@ def test_a_cache_entry_without_its_key_file_or_with_changed_bytes_is_recomputed(
 def test_a_cache_made_by_other_code_or_another_evaluation_is_ignored(cfg, tiny_backbone, tmp_path, capsys,
                                                                     monkeypatch):
     import dapo
-    import dapo.sweep as sweep_module
+    import dapo.experiments.sweep as sweep_module
 
     calls = []
     run(cfg, tiny_backbone, tmp_path, counting(calls, key={"w": "root A"}))
@@ -106,7 +106,7 @@ def test_a_cache_made_by_other_code_or_another_evaluation_is_ignored(cfg, tiny_b
 
 def test_the_code_fingerprint_follows_the_source(monkeypatch, tmp_path):
     import dapo
-    from dapo.sweep import code_fingerprint
+    from dapo.experiments.sweep import code_fingerprint
 
     first = code_fingerprint()
     assert first == code_fingerprint() and len(first) == 16
@@ -146,9 +146,9 @@ def test_a_disk_that_fills_while_the_key_file_is_written_leaves_an_entry_that_is
         cfg, tiny_backbone, tmp_path, capsys, monkeypatch):
     import errno
 
-    import dapo.atomic
+    import dapo.util.atomic
 
-    real = dapo.atomic.write_text
+    real = dapo.util.atomic.write_text
 
     def full(path, text):
         if str(path).endswith(".key.json"):  # the disk fills just as the cache's key file is written
@@ -156,12 +156,12 @@ def test_a_disk_that_fills_while_the_key_file_is_written_leaves_an_entry_that_is
         return real(path, text)
 
     calls = []
-    monkeypatch.setattr(dapo.atomic, "write_text", full)
+    monkeypatch.setattr(dapo.util.atomic, "write_text", full)
     with pytest.raises(OSError, match="No space left on device"):
         run(cfg, tiny_backbone, tmp_path, counting(calls))
     (entry,) = caches(tmp_path, 1.0)  # the table was written, its key file was not
     assert not entry.with_name(entry.name + ".key.json").exists()
-    monkeypatch.setattr(dapo.atomic, "write_text", real)
+    monkeypatch.setattr(dapo.util.atomic, "write_text", real)
     capsys.readouterr()
     table = run(cfg, tiny_backbone, tmp_path, counting(calls))
     assert calls == [1.0, 1.0, 16.0] and table["value"].tolist() == [1.0, 16.0]

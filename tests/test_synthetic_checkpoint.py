@@ -46,7 +46,7 @@ def test_config_uses_openclip_tokenizer_vocabulary_and_a_128_px_grid_of_16():
 
 
 def test_loads_through_the_backbone_api_with_four_taps():
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     backbone = load_backbone(COMPACT_MODEL, "synthetic", image_size=128)
     assert backbone.tap_layers == (2, 4, 6, 8)

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dapo.experiments.tables import multitype_summary, per_defect, per_product, pm_view, summarise
 from dapo.metrics.multitype import MultiTypeResult
-from dapo.tables import multitype_summary, per_defect, per_product, pm_view, summarise
 
 
 def _result(auroc: float, ap: float, f1: float) -> MultiTypeResult:

@@ -8,9 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import precision_recall_fscore_support
 
-from dapo.metrics import BINARY_METRICS, MetricUndefinedWarning, MultiLabelEvaluator
-from dapo.reference import PAPER_LABEL, paper_numbers
-from dapo.tables import (
+from dapo.experiments.tables import (
     BINARY_COLUMNS,
     MULTILABEL_COLUMNS,
     PER_PRODUCT_BINARY_COLUMNS,
@@ -24,6 +22,8 @@ from dapo.tables import (
     per_product_binary,
     pm_view,
 )
+from dapo.metrics import BINARY_METRICS, MetricUndefinedWarning, MultiLabelEvaluator
+from dapo.reference import PAPER_LABEL, paper_numbers
 
 
 def _binary_table(rng) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import torch
 matplotlib.use("Agg")
 
 from dapo import topology  # noqa: E402
-from dapo.topology import MIXED  # noqa: E402
+from dapo.experiments.topology import MIXED  # noqa: E402
 
 
 def unit(angles_deg):
@@ -232,7 +232,7 @@ def test_stage_space_all_gives_the_mean_of_the_stage_cosines():
 @pytest.mark.parametrize("method, product_text", [("dapo", False), ("multiads", False), ("multiads", True)])
 def test_embed_takes_the_sampled_patches_in_the_models_map_geometry(method, product_text, tiny_backbone,
                                                                     make_tiny_dataset, test_prompts):
-    from dapo.baselines import make_model
+    from dapo.methods import make_model
 
     overrides = dict(templates=test_prompts["templates"], normal_states=test_prompts["normal_states"],
                      defect_states=test_prompts["defect_states"]) if method == "multiads" else {}
@@ -261,7 +261,7 @@ def test_embed_takes_the_sampled_patches_in_the_models_map_geometry(method, prod
 
 
 def test_embed_refuses_a_plain_string_vocabulary(tiny_backbone, make_tiny_dataset):
-    from dapo.baselines import make_model
+    from dapo.methods import make_model
 
     dataset = make_tiny_dataset(n=3)
     sample = topology.sample_patches(dataset, tiny_backbone.grid_size(), per_class=2, seed=0)
@@ -270,7 +270,7 @@ def test_embed_refuses_a_plain_string_vocabulary(tiny_backbone, make_tiny_datase
 
 
 def test_measures_frame_is_tidy_per_method_and_seed(tiny_backbone, make_tiny_dataset):
-    from dapo.baselines import make_model
+    from dapo.methods import make_model
 
     dataset = make_tiny_dataset(n=9, seed=3)
     sample = topology.sample_patches(dataset, tiny_backbone.grid_size(), per_class=6, seed=0)
@@ -305,8 +305,8 @@ def test_parse_words_splits_commas_and_refuses_empty_or_repeated_names():
 
 
 def test_vocabulary_maps_score_any_names_without_training(tiny_backbone, images):
-    from dapo.baselines import make_model
-    from dapo.inference import Predictor
+    from dapo.engine.inference import Predictor
+    from dapo.methods import make_model
 
     model = make_model("dapo", tiny_backbone)
     names, probs, mask = topology.vocabulary_maps(model, images[0], "scratch, dent, smudge")
@@ -338,8 +338,7 @@ def test_playground_widget_wires_an_image_slider_and_a_words_box(monkeypatch):
 
 
 def test_topology_scatter_and_playground_figures_draw_every_panel():
-    from dapo import plots
-
+    from dapo.experiments.runs import plots
     rng = np.random.default_rng(6)
     panel = {"patches": rng.normal(size=(30, 8)), "labels": ["normal"] * 10 + ["bent"] * 10 + ["rust*"] * 10,
              "text": rng.normal(size=(3, 8)), "text_labels": ["normal", "bent", "rust*"]}

@@ -8,12 +8,12 @@ import torch
 from safetensors import safe_open
 from torch.utils.data import DataLoader, default_collate
 
-from dapo.baselines import config_for
-from dapo.checkpoint import load_trained, save_checkpoint
-from dapo.config import DAPOConfig
-from dapo.inference import Predictor
-from dapo.model import DAPO
-from dapo.train import LOSS_COLUMNS, load_history, train, training_step
+from dapo.engine.checkpoint import load_trained, save_checkpoint
+from dapo.engine.inference import Predictor
+from dapo.engine.train import LOSS_COLUMNS, load_history, train, training_step
+from dapo.methods import config_for
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
 
 SMALL = DAPOConfig(n_prompts=2)
 
@@ -86,7 +86,7 @@ def test_checkpoints_are_small(tiny_backbone, tmp_path):
 
 
 def test_load_refuses_a_different_backbone(tiny_backbone, tiny_model_name, tmp_path):
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     path = save_checkpoint(DAPO(tiny_backbone, SMALL), tmp_path / "model.safetensors")
     other = load_backbone(tiny_model_name, None, image_size=32, tap_layers=(2, 4))
@@ -112,8 +112,8 @@ def test_checkpoints_know_the_backbone_weights_they_were_trained_on(tiny_backbon
 
     from safetensors.torch import save_file
 
-    from dapo.backbone import load_backbone
-    from dapo.checkpoint import same_backbone_weights
+    from dapo.clip.backbone import load_backbone
+    from dapo.engine.checkpoint import same_backbone_weights
 
     state = {k: v.contiguous() for k, v in tiny_backbone.clip.state_dict().items()}
     save_file(state, str(tmp_path / "a.safetensors"))
@@ -133,10 +133,10 @@ def test_checkpoints_know_the_backbone_weights_they_were_trained_on(tiny_backbon
 
 
 def test_the_recipe_reaches_the_optimiser_and_every_checkpoint(tiny_backbone, tiny_dataset, tmp_path, monkeypatch):
-    import dapo.train as train_module
-    from dapo.checkpoint import read_metadata
-    from dapo.config import TrainConfig
-    from dapo.precision import resolve_precision
+    import dapo.engine.train as train_module
+    from dapo.engine.checkpoint import read_metadata
+    from dapo.engine.recipe import TrainConfig
+    from dapo.util.precision import resolve_precision
 
     seen = {}
     original = train_module.make_optimizer
@@ -157,7 +157,7 @@ def test_the_recipe_reaches_the_optimiser_and_every_checkpoint(tiny_backbone, ti
 
 def test_a_kill_before_the_checkpoint_resumes_from_the_previous_epoch_exactly(tiny_backbone, tiny_dataset, tmp_path,
                                                                              monkeypatch):
-    import dapo.train as train_module
+    import dapo.engine.train as train_module
 
     straight = DAPO(tiny_backbone, SMALL)
     reference = fit(straight, tiny_dataset, tmp_path / "straight", epochs=2)
@@ -183,7 +183,7 @@ def test_a_kill_before_the_checkpoint_resumes_from_the_previous_epoch_exactly(ti
 
 
 def test_a_kill_mid_write_leaves_no_truncated_checkpoint(tiny_backbone, tiny_dataset, tmp_path, monkeypatch):
-    import dapo.checkpoint as checkpoint_module
+    import dapo.engine.checkpoint as checkpoint_module
 
     def half_written(tensors, filename, metadata=None):
         with open(filename, "wb") as handle:
@@ -197,7 +197,7 @@ def test_a_kill_mid_write_leaves_no_truncated_checkpoint(tiny_backbone, tiny_dat
 
 
 def test_resume_without_the_optimiser_state_says_what_is_missing(tiny_backbone, tiny_dataset, tmp_path):
-    from dapo.train import ResumeError
+    from dapo.engine.train import ResumeError
 
     fit(DAPO(tiny_backbone, SMALL), tiny_dataset, tmp_path, epochs=1)
     (tmp_path / "optimizer_state_epoch_001.pt").unlink()
@@ -210,7 +210,7 @@ def test_resume_without_the_optimiser_state_says_what_is_missing(tiny_backbone, 
 
 
 def test_a_truncated_checkpoint_is_an_error_naming_its_path(tiny_backbone, tmp_path):
-    from dapo.checkpoint import CheckpointError, read_checkpoint
+    from dapo.engine.checkpoint import CheckpointError, read_checkpoint
 
     path = save_checkpoint(DAPO(tiny_backbone, SMALL), tmp_path / "model.safetensors")
     path.write_bytes(path.read_bytes()[:100])
@@ -228,7 +228,7 @@ def test_a_checkpoint_of_the_older_format_is_refused_not_reinterpreted(tiny_back
 
     from safetensors.torch import save_file
 
-    from dapo.checkpoint import CheckpointError, read_checkpoint
+    from dapo.engine.checkpoint import CheckpointError, read_checkpoint
 
     old = {"format": "dapo-checkpoint/1", "config": json.dumps({"alpha0": 0.1}), "backbone": "{}", "epoch": "2",
            "vocabulary": "[]"}

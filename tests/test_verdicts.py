@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dapo import verdicts as v
-from dapo.tables import beside_paper, beside_view, summarise
+from dapo.experiments.runs import verdicts as v
+from dapo.experiments.tables import beside_paper, beside_view, summarise
 
 
 def test_rule_needs_both_size_and_two_std():
@@ -100,7 +100,7 @@ def test_beside_paper_refuses_a_table_without_the_keys():
 
 
 def test_ablation_settings_map_to_the_papers_method_rows():
-    from dapo.tables import TABLE6_METHODS, renamed_level
+    from dapo.experiments.tables import TABLE6_METHODS, renamed_level
 
     rows = [{"dataset": d, "aggregation": a, "seed": s, "metric": "image_auroc", "value": 80.0 + s}
             for d in ("synthetic_target", "synthetic_mpdd") for a in ("mean", "attention") for s in range(2)]
@@ -113,7 +113,7 @@ def test_ablation_settings_map_to_the_papers_method_rows():
 
 
 def test_effect_lines_list_clear_effects_and_say_when_one_seed_cannot_judge():
-    from dapo.conclusions import effect_lines
+    from dapo.experiments.conclusions import effect_lines
 
     effects = pd.DataFrame({"setting": ["default", "x", "x", "y"], "kind": "k",
                             "dataset": "synthetic_target", "metric": ["m1", "m1", "m2", "m1"],

@@ -8,11 +8,11 @@ import open_clip
 import pytest
 import torch
 
-from dapo.config import DAPOConfig
-from dapo.inference import Predictor
-from dapo.model import DAPO
-from dapo.prompts import PLACEHOLDER
-from dapo.vocabulary import PromptTooLongError, check_vocabulary, context_length, normalise_name, token_count
+from dapo.clip.vocabulary import PromptTooLongError, check_vocabulary, context_length, normalise_name, token_count
+from dapo.engine.inference import Predictor
+from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.dapo.model import DAPO
+from dapo.methods.dapo.prompts import PLACEHOLDER
 
 SHORT_MODEL = "dapo-test-short"
 SHORT_CONTEXT = 16
@@ -21,7 +21,7 @@ SHORT_CONTEXT = 16
 @pytest.fixture(scope="module")
 def short_backbone(tmp_path_factory, tiny_config):
     """The tiny test backbone with a 16-token text context."""
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     config = json.loads(json.dumps(tiny_config))
     config["text_cfg"]["context_length"] = SHORT_CONTEXT
@@ -154,7 +154,7 @@ def test_a_handcrafted_prompt_that_does_not_fit_is_refused(short_backbone, test_
 
 def test_the_compact_backbone_refuses_names_its_32_tokens_would_cut():
     """The real case: the committed compact tower holds 32 tokens."""
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     backbone = load_backbone("dapo-compact", "synthetic", image_size=128)
     model = DAPO(backbone, DAPOConfig(n_prompts=1))

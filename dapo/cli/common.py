@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from dapo.paths import REPO_ROOT
+from dapo.util.paths import REPO_ROOT
 
 #: The synthetic-profile DAPO checkpoint (seed 0, epoch 2) that ``make reproduce`` writes
 #: (trained on the compact backbone at 128 px): the default ``--checkpoint``.
@@ -167,8 +167,8 @@ def probability(text: str) -> float:
 
 
 def resolve_device_argument(device: str) -> torch.device:
-    """``--device`` as a torch device (:func:`dapo.precision.resolve_device`)."""
-    from dapo.precision import DeviceUnavailableError, resolve_device
+    """``--device`` as a torch device (:func:`dapo.util.precision.resolve_device`)."""
+    from dapo.util.precision import DeviceUnavailableError, resolve_device
 
     with argument_errors("--device", DeviceUnavailableError):
         return resolve_device(device)
@@ -215,7 +215,7 @@ def backbone_choice(args: argparse.Namespace, saved: dict | None) -> tuple[str, 
 
 def load_backbone_arguments(args: argparse.Namespace, device: torch.device, saved: dict | None = None):
     """The frozen backbone the arguments (or the checkpoint's metadata ``saved``) describe."""
-    from dapo.backbone import load_backbone
+    from dapo.clip.backbone import load_backbone
 
     name, pretrained, size = backbone_choice(args, saved)
     if args.clip_weights is not None and not Path(args.clip_weights).is_file():
@@ -243,7 +243,7 @@ def checkpoint_path(value: str | None) -> Path:
 
 def load_model(args: argparse.Namespace, device: torch.device):
     """The trained model of ``--checkpoint`` on the backbone it was trained on (or the one given)."""
-    from dapo.checkpoint import CheckpointError, load_trained, read_metadata, same_backbone_weights
+    from dapo.engine.checkpoint import CheckpointError, load_trained, read_metadata, same_backbone_weights
 
     path = checkpoint_path(args.checkpoint)
     with argument_errors(f"--checkpoint {path}", CheckpointError, OSError):

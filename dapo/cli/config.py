@@ -1,8 +1,8 @@
 """A training run's configuration as data: ``dapo train --set FIELD=VALUE ...`` and ``--config run.yaml``.
 
 A run file is YAML: the command's options by their long names (``method``, ``seed``, ``dataset``,
-``root``, ``out``, ``backbone``, ...) and two sections of fields, ``model`` (:class:`dapo.config.DAPOConfig`)
-and ``training`` (:class:`dapo.config.TrainConfig`), each a subset or all of them::
+``root``, ``out``, ``backbone``, ...) and two sections of fields, ``model`` (:class:`dapo.methods.dapo.config.DAPOConfig`)
+and ``training`` (:class:`dapo.engine.recipe.TrainConfig`), each a subset or all of them::
 
     method: dapo
     dataset: folder
@@ -13,9 +13,9 @@ and ``training`` (:class:`dapo.config.TrainConfig`), each a subset or all of the
 
 :func:`expand_run_file` reads the file as if its options had been typed right after ``train``, its
 fields as ``--set`` items (``epochs``, ``precision``, ``batch_size`` as their options), so what the
-command line gives wins. Precedence, lowest first: the method's preset (:func:`dapo.baselines.preset`),
+command line gives wins. Precedence, lowest first: the method's preset (:func:`dapo.methods.preset`),
 the run file, the command line's options, its ``--set`` items (a later item of the same field wins). Every value is checked before any work starts, with the
-messages of the notebooks' parameters (:mod:`dapo.parameters`) and of the config classes' own checks.
+messages of the notebooks' parameters (:mod:`dapo.experiments.parameters`) and of the config classes' own checks.
 ``dapo train`` writes the resolved run, every field, as ``run.yaml`` beside its checkpoints
 (:func:`write_run_file`); ``dapo train --config that/run.yaml`` repeats the run.
 """
@@ -127,8 +127,9 @@ def run_tokens(data: Mapping[str, Any], path: str | Path) -> list[str]:
 def check_fields(values: Mapping[str, Any], where: str) -> dict[str, Any]:
     """Known DAPOConfig/TrainConfig fields, each of its field's type (a number where a float is
     expected: ``8`` -> ``8.0``); else a one-line :class:`UsageError` naming ``where`` and the field."""
-    from dapo.config import DAPOConfig, TrainConfig, split_overrides
-    from dapo.parameters import ParameterError
+    from dapo.engine.recipe import TrainConfig, split_overrides
+    from dapo.experiments.parameters import ParameterError
+    from dapo.methods.dapo.config import DAPOConfig
 
     try:
         split_overrides(dict(values))
@@ -146,7 +147,7 @@ def check_fields(values: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _typed(name: str, value: Any, hint: Any) -> Any:
     """``value`` as a ``hint`` (a field's annotation), or :class:`ParameterError` in the notebooks' words."""
-    from dapo.parameters import ParameterError, boolean, integer
+    from dapo.experiments.parameters import ParameterError, boolean, integer
 
     args = typing.get_args(hint)
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
@@ -184,11 +185,10 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
 
 
 def resolve(method: str, seed: int, values: Mapping[str, Any], where: str = "--set"):
-    """The method's :class:`dapo.baselines.Preset` with the fields ``values`` applied, the model fields that
-    differ from the preset (what :func:`dapo.baselines.make_model` takes) and the training fields."""
-    from dapo.baselines import preset
-    from dapo.config import DAPOConfig
-
+    """The method's :class:`dapo.methods.Preset` with the fields ``values`` applied, the model fields that
+    differ from the preset (what :func:`dapo.methods.make_model` takes) and the training fields."""
+    from dapo.methods import preset
+    from dapo.methods.dapo.config import DAPOConfig
     if "seed" in values:
         raise UsageError(f"{where} seed: use --seed (it seeds the model and the data order)")
     try:
@@ -223,7 +223,7 @@ def write_run_file(out: Path, document: Mapping[str, Any]) -> Path:
     """Write ``out/run.yaml`` atomically, with a header that says how to repeat the run."""
     import yaml
 
-    from dapo.atomic import write_text
+    from dapo.util.atomic import write_text
 
     header = (f"# The resolved configuration of a `dapo train` run (dapo {document['dapo_version']}).\n"
               f"# Repeat it: dapo train --config {out / RUN_FILE}\n")

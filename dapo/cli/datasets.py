@@ -28,7 +28,7 @@ def dataset_names() -> list[str]:
 
 def dataset_argument(text: str) -> str:
     """``--dataset``'s type: a known name, else an error naming the closest known one."""
-    from dapo.suggest import unknown_name
+    from dapo.util.suggest import unknown_name
 
     if text not in dataset_names():
         raise argparse.ArgumentTypeError(unknown_name("dataset", text, dataset_names()))

@@ -1,9 +1,9 @@
 """``dapo evaluate``: the binary and multi-type tables of notebook 03 for one checkpoint and one dataset.
 
-Binary detection and segmentation per product (:func:`dapo.experiments.evaluate_binary`: image
+Binary detection and segmentation per product (:func:`dapo.experiments.runs.evaluate_binary`: image
 and pixel AUROC / AP / F1-max, AUPRO), multi-type segmentation per product and per defect type
-(:func:`dapo.experiments.evaluate_multitype`, :func:`dapo.tables.per_product` /
-:func:`~dapo.tables.per_defect`), each as CSV + Markdown through :func:`dapo.reporting.save_table`.
+(:func:`dapo.experiments.runs.evaluate_multitype`, :func:`dapo.experiments.tables.per_product` /
+:func:`~dapo.experiments.tables.per_defect`), each as CSV + Markdown through :func:`dapo.experiments.reporting.save_table`.
 A folder dataset without ``masks/`` gets the image-level columns only.
 """
 
@@ -68,7 +68,7 @@ def _percent(table: pd.DataFrame) -> pd.DataFrame:
 
 def seen_in_training(defects, training_vocabulary) -> dict[str, bool]:
     """Whether each defect name was a training word of the checkpoint (names compared normalised)."""
-    from dapo.vocabulary import normalise_name
+    from dapo.clip.vocabulary import normalise_name
 
     trained = {normalise_name(word) for word in training_vocabulary or ()}
     return {name: normalise_name(name) in trained for name in defects}
@@ -76,9 +76,8 @@ def seen_in_training(defects, training_vocabulary) -> dict[str, bool]:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; under ``torchrun --nproc_per_node N`` every rank predicts its share of the images
-    (:mod:`dapo.distributed`) and rank 0 alone prints and writes the (one-process) tables."""
-    from dapo import distributed
-
+    (:mod:`dapo.engine.distributed`) and rank 0 alone prints and writes the (one-process) tables."""
+    from dapo.engine import distributed
     device = resolve_device_argument(args.device)
     with distributed.process_group(device) as world:
         if world.main:
@@ -89,12 +88,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace, device, world) -> int:
-    from dapo.experiments import evaluate_binary, evaluate_multitype
+    from dapo.experiments.reporting import Provenance
+    from dapo.experiments.reporting import save_table as save
+    from dapo.experiments.runs import evaluate_binary, evaluate_multitype
+    from dapo.experiments.tables import per_defect, per_product, pm_view
     from dapo.metrics import MaskWarning, MetricUndefinedWarning
     from dapo.metrics.binary import IMAGE_METRICS
-    from dapo.reporting import Provenance
-    from dapo.reporting import save_table as save
-    from dapo.tables import per_defect, per_product, pm_view
 
     def save_table(*table_args, **kwargs):
         return save(*table_args, **kwargs) if world.main else None

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw, PngImagePlugin
 
-from dapo.atomic import atomic_path
+from dapo.util.atomic import atomic_path
 
 MAX_CLASSES = 256  # an indexed PNG holds 256 palette entries: normal + 255 defects
 NORMAL_COLOUR = (0, 0, 0)

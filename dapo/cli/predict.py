@@ -3,7 +3,7 @@
 Images are decoded by :func:`dapo.data.read_rgb` (grey, alpha, palette and 16-bit files are
 converted, each kind stated once); a file it cannot read is reported by path and skipped, the
 other images' outputs are written, and the command exits with status 1 at the end. Inference
-is batched through :class:`dapo.inference.Predictor` (text embeddings computed once).
+is batched through :class:`dapo.engine.inference.Predictor` (text embeddings computed once).
 """
 
 from __future__ import annotations
@@ -86,8 +86,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def parse_defects(text: str) -> tuple[str, ...]:
     """``--defects`` as a checked vocabulary (empty, duplicate and reserved names refused)."""
+    from dapo.clip.vocabulary import check_vocabulary
     from dapo.data.folder import FolderLayoutError, check_not_normal
-    from dapo.vocabulary import check_vocabulary
 
     names = [name.strip() for name in text.split(",")]
     with argument_errors("--defects", ValueError, TypeError):
@@ -169,8 +169,8 @@ class ImageFiles(Dataset):
 
 
 def run(args: argparse.Namespace) -> int:
-    from dapo.inference import Predictor
-    from dapo.vocabulary import PromptTooLongError
+    from dapo.clip.vocabulary import PromptTooLongError
+    from dapo.engine.inference import Predictor
 
     vocabulary = parse_defects(args.defects)
     paths = collect_images(args.images, Path(args.out))

@@ -1,9 +1,9 @@
-"""``dapo train``: train a method (:mod:`dapo.baselines`) on one dataset with :func:`dapo.train.train`.
+"""``dapo train``: train a method (:mod:`dapo.methods`) on one dataset with :func:`dapo.engine.train.train`.
 
-The recipe is the method's preset (``dapo.baselines.preset(method)``) with ``--epochs``,
+The recipe is the method's preset (``dapo.methods.preset(method)``) with ``--epochs``,
 ``--precision``, ``--batch-size`` and any DAPOConfig or TrainConfig field (``--set lam=8 n_ctx=4``)
 overridden, or a run file (``--config run.yaml``, :mod:`dapo.cli.config`); checkpoints, resume and the
-loss CSV are those of :mod:`dapo.train` (``--out`` holds ``epoch_NNN.safetensors``), and ``run.yaml``
+loss CSV are those of :mod:`dapo.engine.train` (``--out`` holds ``epoch_NNN.safetensors``), and ``run.yaml``
 beside them holds the resolved run, which ``--config`` repeats.
 """
 
@@ -51,7 +51,7 @@ examples:
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
-    from dapo.baselines import METHODS
+    from dapo.methods import METHODS
 
     parser = subparsers.add_parser("train", help="train a method on a dataset (e.g. a folder of one's own images)",
                                    description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
@@ -81,20 +81,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """Train; under ``torchrun --nproc_per_node N`` the ranks train one model data-parallel with the
-    recipe's global batch (:mod:`dapo.distributed`) and rank 0 alone writes and prints."""
-    from dapo import distributed
-
+    recipe's global batch (:mod:`dapo.engine.distributed`) and rank 0 alone writes and prints."""
+    from dapo.engine import distributed
     device = resolve_device_argument(args.device)
     with distributed.process_group(device) as world:
         return _train(args, distributed.rank_device(device, world), world)
 
 
 def _train(args: argparse.Namespace, device, world) -> int:
-    from dapo.baselines import make_model
-    from dapo.checkpoint_store import FolderBusyError
     from dapo.cli.config import check_fields, parse_set, resolve, run_document, write_run_file
-    from dapo.experiments import training_words
-    from dapo.train import ResumeError, train, training_vocabulary
+    from dapo.engine.checkpoint_store import FolderBusyError
+    from dapo.engine.train import ResumeError, train, training_vocabulary
+    from dapo.experiments.runs import training_words
+    from dapo.methods import make_model
 
     fields = check_fields(parse_set(args.set), "--set")
     recipe, model_fields, training_fields = resolve(args.method, args.seed, fields)
@@ -135,7 +134,7 @@ def check_prompts(model, vocabulary, root) -> None:
     """Every defect name's prompt fits the text tower (else a one-line error before training)."""
     import torch
 
-    from dapo.vocabulary import PromptTooLongError
+    from dapo.clip.vocabulary import PromptTooLongError
 
     with argument_errors(f"the defect names of --root {root}", PromptTooLongError), torch.no_grad():
         model.encode_text(vocabulary)
@@ -143,8 +142,8 @@ def check_prompts(model, vocabulary, root) -> None:
 
 def check_resumable(out, model, vocabulary, training) -> None:
     """The checkpoints already in ``out`` are readable and of this configuration (else one line)."""
-    from dapo.checkpoint import CheckpointError, list_checkpoints, read_metadata
-    from dapo.train import check_same_run
+    from dapo.engine.checkpoint import CheckpointError, list_checkpoints, read_metadata
+    from dapo.engine.train import check_same_run
 
     completed = [c for c in list_checkpoints(out) if c.epoch <= training.epochs]
     if not completed:

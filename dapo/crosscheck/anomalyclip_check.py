@@ -4,7 +4,7 @@ The release's CLIP copy hard-codes QuickGELU in every block (``AnomalyCLIP_lib/A
 120,185``) while the compact backbone was trained with GELU; both sides therefore run the compact
 weights *with QuickGELU* (ours: ``load_backbone(..., quick_gelu=True)``; a synthetic network, the
 numbers only have to agree between the sides). DPAM: our preset scales the release's 19 of 24
-layers to 6 of the compact tower's 8 (:func:`dapo.dpam.scaled_dpam_layers`: layers 3-8); the
+layers to 6 of the compact tower's 8 (:func:`dapo.methods.dapo.dpam.scaled_dpam_layers`: layers 3-8); the
 release's ``DAPM_replace(DPAM_layer=n)`` swaps the last ``n - 1`` blocks (``:347-353``), so it is
 given ``DPAM_layer = 7`` (its ``train.py:42`` passes 20 for ViT-L/14). Taps 2, 4, 6, 8 (ours; the
 release's ``--features_list``), text depth 4 (ours: 9 capped at the tower's 4 layers; the release's
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from dapo.backbone import ASSETS_DIR, Backbone, load_backbone
+from dapo.clip.backbone import ASSETS_DIR, Backbone, load_backbone
 from dapo.crosscheck import ours
 from dapo.crosscheck.compare import compare
 from dapo.crosscheck.driver import CheckResult, check_release_path, release_commit, run_release_side
@@ -62,7 +62,7 @@ def quickgelu_backbone() -> Backbone:
     """The compact backbone at its native size with QuickGELU in every MLP (both sides' network)."""
     from open_clip import get_model_config
 
-    from dapo.backbone import register_asset_configs
+    from dapo.clip.backbone import register_asset_configs
 
     register_asset_configs()
     size = get_model_config(ours.COMPACT)["vision_cfg"]["image_size"]
@@ -106,7 +106,7 @@ def our_side(backbone: Backbone, preset: str, parameters: dict, batch: dict, ste
         output = model(batch["images"], ())
         side["text/state_embeddings"] = output.text_embeddings
         size = tuple(batch["images"].shape[-2:])
-        from dapo.losses import config_probabilities
+        from dapo.methods.dapo.losses import config_probabilities
 
         side["map/sum_over_stages_unsmoothed"] = sum(
             1.0 - config_probabilities(model.config, logits, size)[:, 0] for logits in output.stage_logits)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from dapo.backbone import ASSETS_DIR
+from dapo.clip.backbone import ASSETS_DIR
 from dapo.crosscheck import ours
 from dapo.crosscheck.compare import compare
 from dapo.crosscheck.driver import CheckResult, check_release_path, release_commit, release_quantities, run_release_side

@@ -1,6 +1,6 @@
 """Parameter mappings between our learned parameters and each release's, by name.
 
-Ours are :meth:`dapo.model.DAPO.learnable_parameters` names; a release's are the state-dict
+Ours are :meth:`dapo.methods.dapo.model.DAPO.learnable_parameters` names; a release's are the state-dict
 names of its modules as its training script builds them. The mappings were read from the
 releases (file:line in docs/FIDELITY.md, "checked against the release"):
 

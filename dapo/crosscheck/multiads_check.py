@@ -22,18 +22,18 @@ from pathlib import Path
 
 import torch
 
-from dapo.backbone import ASSETS_DIR, Backbone, load_backbone, register_asset_configs
-from dapo.baselines import training_for
+from dapo.clip.backbone import ASSETS_DIR, Backbone, load_backbone, register_asset_configs
 from dapo.crosscheck import ours
 from dapo.crosscheck.compare import compare, sorted_rows
 from dapo.crosscheck.driver import CheckResult, check_release_path, release_commit, release_quantities, run_release_side
 from dapo.crosscheck.inputs import synthetic_batch
 from dapo.crosscheck.mapping import adapters_to_linear_layer, linear_layer_to_adapters
-from dapo.inference import global_anomaly_score, predict
-from dapo.losses import config_probabilities, dice_loss, focal_loss, loss_terms
-from dapo.model import DAPO
-from dapo.prompts import handcrafted_state_prompts
-from dapo.train import make_optimizer, training_step
+from dapo.engine.inference import global_anomaly_score, predict
+from dapo.engine.train import make_optimizer, training_step
+from dapo.methods import training_for
+from dapo.methods.dapo.losses import config_probabilities, dice_loss, focal_loss, loss_terms
+from dapo.methods.dapo.model import DAPO
+from dapo.methods.dapo.prompts import handcrafted_state_prompts
 
 VARIANT = "dapo-compact-12"
 VISION_LAYERS = 12

@@ -1,4 +1,4 @@
-"""Our side of a cross-check: the same quantities from a preset of :mod:`dapo.baselines`.
+"""Our side of a cross-check: the same quantities from a preset of :mod:`dapo.methods`.
 
 Everything runs in fp32 on the CPU (the releases' precision: ``train.py:216``), on the compact
 backbone at its native size (no positional-embedding resize on either side).
@@ -10,13 +10,13 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from dapo.backbone import Backbone, load_backbone
-from dapo.baselines import make_model, training_for
-from dapo.inference import predict
-from dapo.losses import config_probabilities, dice_loss, focal_loss, loss_terms
-from dapo.model import DAPO
-from dapo.prompts import defect_phrase
-from dapo.train import make_optimizer, training_step
+from dapo.clip.backbone import Backbone, load_backbone
+from dapo.engine.inference import predict
+from dapo.engine.train import make_optimizer, training_step
+from dapo.methods import make_model, training_for
+from dapo.methods.dapo.losses import config_probabilities, dice_loss, focal_loss, loss_terms
+from dapo.methods.dapo.model import DAPO
+from dapo.methods.dapo.prompts import defect_phrase
 
 COMPACT = "dapo-compact"
 
@@ -25,7 +25,7 @@ def compact_backbone() -> Backbone:
     """The compact synthetic CLIP (``dapo/assets/dapo-compact.*``) at its native size."""
     from open_clip import get_model_config
 
-    from dapo.backbone import register_asset_configs
+    from dapo.clip.backbone import register_asset_configs
 
     register_asset_configs()
     size = get_model_config(COMPACT)["vision_cfg"]["image_size"]

@@ -7,7 +7,7 @@ file), masks tiled the same way, the whole resized to the model input. Here the 
 are already at the input size ``S``; each is resized to ``S/2`` (bilinear, antialiased; masks
 nearest) and tiled. The mosaic's label is anomalous when any tile is (the released script kept
 the first image's label; its README says that bug was fixed). Draws are seeded by
-``(seed, epoch, index)``: :func:`dapo.train.train` calls :meth:`MosaicDataset.set_epoch`.
+``(seed, epoch, index)``: :func:`dapo.engine.train.train` calls :meth:`MosaicDataset.set_epoch`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Layout (``root`` is the folder passed as ``--root``)::
 
 No knowledge base is involved: the defect vocabulary is the set of defect folder names, with
 underscores read as spaces (``metal_contamination/`` is the defect "metal contamination"),
-checked by :func:`dapo.vocabulary.check_vocabulary` (two folders naming the same defect once
+checked by :func:`dapo.clip.vocabulary.check_vocabulary` (two folders naming the same defect once
 normalised, ``Scratch/`` and ``scratch/``, are refused). The folder is one product, named by
 ``product=`` or else after the root folder; it has no train/test split, so every split gives
 all its images. Hidden files and folders are skipped, as are files without an image suffix.
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
+from dapo.clip.vocabulary import check_vocabulary, normalise_name
 from dapo.data.base import IMAGE_SUFFIXES, AnomalyDataset, DatasetRootError, MissingMaskError, Record
 from dapo.data.images import SuspiciousMaskWarning, check_geometry, clip_tensor, read_rgb, state_once
 from dapo.data.knowledge import DatasetKnowledge, normalise_label, product_key
-from dapo.vocabulary import check_vocabulary, normalise_name
 
 GOOD = "good"
 MASKS = "masks"

@@ -197,7 +197,7 @@ def load_knowledge(dataset: str | Path) -> DatasetKnowledge:
     if path.suffix not in (".yaml", ".yml"):
         path = KNOWLEDGE_DIR / f"{dataset}.yaml"
         if not path.is_file():
-            from dapo.suggest import unknown_name
+            from dapo.util.suggest import unknown_name
 
             raise FileNotFoundError(f"no knowledge file for dataset {dataset!r}: "
                                     + unknown_name("dataset", str(dataset), available_datasets()))

@@ -24,7 +24,7 @@ from dapo.data.annotations import AnnotationFormatError, check_entry, check_uniq
 from dapo.data.base import AnomalyDataset, DatasetRootError, MissingMaskError, Record
 from dapo.data.knowledge import UnknownDefectError, product_key
 from dapo.data.layouts import REAL_IAD_JSON_DIR, REAL_IAD_NORMAL_CLASS
-from dapo.progress import tqdm
+from dapo.util.progress import tqdm
 
 ENTRY_KEYS = ("anomaly_class", "image_path")  # and mask_path for anomalous images
 RESOLUTIONS = ("realiad_1024", "realiad_512", "realiad_256", "realiad_raw")

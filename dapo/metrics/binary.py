@@ -149,7 +149,7 @@ class BinaryEvaluator:
         """Add ``other``'s batches (same settings) after this evaluator's, in place; returns ``self``.
 
         The result computes the metrics of one evaluator given this one's batches, then
-        ``other``'s (:mod:`dapo.distributed` merges the ranks' evaluators in rank order):
+        ``other``'s (:mod:`dapo.engine.distributed` merges the ranks' evaluators in rank order):
         products keep their first-seen order, image scores are concatenated, pixel histograms
         merged (:meth:`dapo.metrics.histogram.ScoreHistogram.merge`).
         """

@@ -333,7 +333,7 @@ class ScoreHistogram:
     def merge(self, other: ScoreHistogram) -> ScoreHistogram:
         """Add every score of ``other`` (same settings) to this histogram, in place; returns ``self``.
 
-        For the reduction of sharded evaluations (:mod:`dapo.distributed`). Bin counts add and
+        For the reduction of sharded evaluations (:mod:`dapo.engine.distributed`). Bin counts add and
         the exact top ends in the state a single stream reaches (its boundary and groups depend
         only on the scores seen), so the integer counts, hence AUROC, AP and F1-max, equal those
         of one histogram fed every batch. The float weight sums (AUPRO) add too: equal bit for

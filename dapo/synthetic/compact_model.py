@@ -13,9 +13,9 @@ import numpy as np
 import open_clip
 import torch
 
-from dapo.backbone import ASSETS_DIR, register_asset_configs
-from dapo.precision import autocast
+from dapo.clip.backbone import ASSETS_DIR, register_asset_configs
 from dapo.synthetic.corpus import to_tensor
+from dapo.util.precision import autocast
 
 COMPACT_MODEL = "dapo-compact"
 COMPACT_CONFIG = ASSETS_DIR / f"{COMPACT_MODEL}.json"
@@ -23,7 +23,7 @@ COMPACT_WEIGHTS = ASSETS_DIR / f"{COMPACT_MODEL}.safetensors"
 
 
 def register_compact_config() -> None:
-    """Make ``dapo-compact`` known to OpenCLIP (idempotent; :func:`dapo.backbone.register_asset_configs`)."""
+    """Make ``dapo-compact`` known to OpenCLIP (idempotent; :func:`dapo.clip.backbone.register_asset_configs`)."""
     if COMPACT_MODEL not in register_asset_configs():
         raise FileNotFoundError(f"{COMPACT_CONFIG} is missing or not an OpenCLIP model config")
 

@@ -3,7 +3,7 @@
 The model is a plain OpenCLIP ``CLIP`` built from ``dapo/assets/dapo-compact.json`` (ViT
 image tower, OpenCLIP text tower and tokenizer), so the saved state dict loads with
 ``open_clip.create_model("dapo-compact", pretrained=path)`` and through
-:func:`dapo.backbone.load_backbone`.
+:func:`dapo.clip.backbone.load_backbone`.
 
 This module holds the schedule, the steps, the loop and its files; the parts it runs live by job
 (and stay importable from here): the model in :mod:`dapo.synthetic.compact_model`, the settings
@@ -56,10 +56,6 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from dapo.atomic import atomic_path
-from dapo.loading import load_state
-from dapo.precision import autocast, resolve_device
-from dapo.progress import tqdm
 from dapo.synthetic.captions import sample_caption
 from dapo.synthetic.compact_model import (
     ASSETS_DIR,
@@ -95,6 +91,10 @@ from dapo.synthetic.pretrain_losses import (
     state_class_weights,
     state_loss,
 )
+from dapo.util.atomic import atomic_path
+from dapo.util.loading import load_state
+from dapo.util.precision import autocast, resolve_device
+from dapo.util.progress import tqdm
 
 __all__ = [  # this module's own names, and those of the modules it was split into (importable from here)
     "ASSETS_DIR", "COMPACT_CONFIG", "COMPACT_MODEL", "COMPACT_WEIGHTS", "LOG_COLUMNS", "MAX_LOGIT_SCALE",
@@ -210,7 +210,7 @@ def pretrain(config: PretrainConfig, run_dir: str | Path, *, output: str | Path 
 
     ``run_dir`` receives ``log.csv`` (one row per step), ``state.pt`` (resumable every
     ``checkpoint_every`` steps and at the end of each stage; written atomically and read back as
-    data only, :func:`dapo.loading.load_state`) and, with
+    data only, :func:`dapo.util.loading.load_state`) and, with
     ``monitor(model, heads, stage, step) -> dict``, ``eval.csv`` (one row per checkpoint,
     e.g. held-out accuracy of the heads in stage ``"image"``, zero-shot in stage ``"text"``).
     """

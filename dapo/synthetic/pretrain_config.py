@@ -16,7 +16,7 @@ class PretrainConfig:
     ``text_lr``, same shape of schedule; ``text_tunes_last_block``: the text stage also trains
     the last vision block and ``ln_post`` (False: LiT's locked tower). ``precision``:
     ``"bf16"`` autocast (fast on CPUs with AVX-512-BF16/AMX and on GPUs), ``"fp32"``, or
-    ``"auto"`` (the machine decides; :mod:`dapo.precision`, as are ``device`` and the autocast).
+    ``"auto"`` (the machine decides; :mod:`dapo.util.precision`, as are ``device`` and the autocast).
     ``threads``: CPU threads (2 = the project's reference machine).
     """
 
@@ -47,7 +47,7 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse a value no run can use, naming the field (a negative step count, a learning rate of 0, ...)."""
-        from dapo.precision import PRECISIONS
+        from dapo.util.precision import PRECISIONS
 
         def wrong(name: str, expected: str) -> ValueError:
             return ValueError(f"PretrainConfig.{name}={getattr(self, name)!r}: expected {expected}")

@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from dapo.progress import tqdm
 from dapo.synthetic.captions import CaptionPolicy, exact_caption, product_words
 from dapo.synthetic.compact_model import locked_features
 from dapo.synthetic.corpus import IGNORE, TEXT_STREAM, View, full_view, local_views, sample_image, state_index
 from dapo.synthetic.generator import applicable_defects
 from dapo.synthetic.pretrain_config import PretrainConfig
+from dapo.util.progress import tqdm
 
 #: Offset between an image index and its replacements when the image shows a held-out type
 #: (far beyond any index a pretraining reaches, so a replacement never repeats another step's image).

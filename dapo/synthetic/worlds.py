@@ -31,8 +31,8 @@ from pathlib import Path
 
 from dapo.data.knowledge import load_knowledge
 from dapo.data.layouts import LayoutImage, write_tree
-from dapo.progress import tqdm
 from dapo.synthetic.generator import generate_image, make_rng
+from dapo.util.progress import tqdm
 
 COMPACT_IMAGE_SIZE = 128
 SOURCE_WORLD = "synthetic_source"

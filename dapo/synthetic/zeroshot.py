@@ -24,11 +24,11 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from dapo.progress import tqdm
 from dapo.synthetic.captions import class_prompts, product_prompts
 from dapo.synthetic.corpus import HELDOUT_STREAM, state_index, to_tensor
 from dapo.synthetic.generator import STYLES, SyntheticImage, applicable_defects, generate_image, make_rng
 from dapo.synthetic.products import PRODUCTS
+from dapo.util.progress import tqdm
 
 CLIP_AC_NORMAL = ("a photo of a normal {}.", "a photo of a flawless {}.")
 CLIP_AC_ABNORMAL = ("a photo of an anomalous {}.", "a photo of a damaged {}.")
