@@ -10,7 +10,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from dapo import ablations  # noqa: E402
+from dapo.experiments import ablations  # noqa: E402
 from dapo.experiments.ablations import (  # noqa: E402
     ablation_summary,
     ablation_table,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dapo.experiments.runs import claims
+from dapo.experiments import claims
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = claims.pages(REPO)

@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dapo import plots  # noqa: E402
+from dapo.experiments import plots  # noqa: E402
 from dapo.experiments.reporting import SYNTHETIC_BANNER, Provenance, save_figure  # noqa: E402
 from dapo.synthetic.corpus import DEFECT_ORDER  # noqa: E402
 

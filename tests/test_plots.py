@@ -7,7 +7,7 @@ import pytest
 
 matplotlib.use("Agg")
 
-from dapo import plots  # noqa: E402
+from dapo.experiments import plots  # noqa: E402
 
 
 def test_denormalise_inverts_clip_normalisation():

@@ -12,7 +12,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from dapo import plots  # noqa: E402
+from dapo.experiments import plots  # noqa: E402
 from dapo.metrics import BinaryEvaluator  # noqa: E402
 
 THRESHOLDS = [i / 10 for i in range(11)]

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dapo.experiments.runs import prompt_overlap as O
+from dapo.experiments import prompt_overlap as O
 from dapo.synthetic.captions import DEFECT_NOUNS, CaptionPolicy, product_words, sample_caption
 from dapo.synthetic.products import PRODUCTS
 

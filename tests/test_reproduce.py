@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from dapo.experiments.runs import reproduce
+from dapo.experiments import reproduce
 from dapo.util.paths import REPO_ROOT
 
 PAIRED = ("method,dataset,auroc / mean,auroc / std,n_seeds,profile,seed,backbone\n"

@@ -11,7 +11,7 @@ import subprocess
 import nbformat
 import pytest
 
-from dapo.experiments.runs import run_notebooks as rn
+from dapo.experiments import run_notebooks as rn
 from dapo.util.paths import REPO_ROOT
 
 

@@ -11,7 +11,7 @@ import torch
 
 matplotlib.use("Agg")
 
-from dapo import topology  # noqa: E402
+from dapo.experiments import topology  # noqa: E402
 from dapo.experiments.topology import MIXED  # noqa: E402
 
 
@@ -338,7 +338,7 @@ def test_playground_widget_wires_an_image_slider_and_a_words_box(monkeypatch):
 
 
 def test_topology_scatter_and_playground_figures_draw_every_panel():
-    from dapo.experiments.runs import plots
+    from dapo.experiments import plots
     rng = np.random.default_rng(6)
     panel = {"patches": rng.normal(size=(30, 8)), "labels": ["normal"] * 10 + ["bent"] * 10 + ["rust*"] * 10,
              "text": rng.normal(size=(3, 8)), "text_labels": ["normal", "bent", "rust*"]}

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dapo.experiments.runs import verdicts as v
+from dapo.experiments import verdicts as v
 from dapo.experiments.tables import beside_paper, beside_view, summarise
 
 
