@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import torch
 
+from dapo.engine import ledger
 from dapo.engine.checkpoint import epoch_path, read_checkpoint
 from dapo.engine.checkpoint_store import FolderBusyError, checkpoint_dir, folder_lock
 from dapo.engine.train import CheckpointExistsError, state_path, train
 from dapo.experiments.profiles import resolve_profile
 from dapo.experiments.runs import find_checkpoint, train_or_load
 from dapo.synthetic.worlds import write_world
-from dapo.util import ledger
 
 FAST = dict(n_prompts=2)
 

@@ -135,7 +135,7 @@ def test_checkpoints_know_the_backbone_weights_they_were_trained_on(tiny_backbon
 def test_the_recipe_reaches_the_optimiser_and_every_checkpoint(tiny_backbone, tiny_dataset, tmp_path, monkeypatch):
     import dapo.engine.train as train_module
     from dapo.engine.checkpoint import read_metadata
-    from dapo.engine.recipe import TrainConfig
+    from dapo.methods.recipe import TrainConfig
     from dapo.util.precision import resolve_precision
 
     seen = {}

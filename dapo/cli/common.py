@@ -241,13 +241,39 @@ def checkpoint_path(value: str | None) -> Path:
     return path
 
 
-def load_model(args: argparse.Namespace, device: torch.device):
-    """The trained model of ``--checkpoint`` on the backbone it was trained on (or the one given)."""
-    from dapo.engine.checkpoint import CheckpointError, load_trained, read_metadata, same_backbone_weights
+def add_method_argument(parser: argparse.ArgumentParser) -> None:
+    """``--method``: a training-free method to run without a checkpoint, or the method a checkpoint must hold."""
+    from dapo.methods import available
 
+    parser.add_argument("--method", metavar="NAME",
+                        help="a training-free method (winclip, clip_ac, ...) runs without --checkpoint; with "
+                             "--checkpoint, the method the checkpoint must hold (one of "
+                             f"{', '.join(available())}) (default: the checkpoint's)")
+
+
+def load_model(args: argparse.Namespace, device: torch.device):
+    """The model of ``--checkpoint`` on the backbone it was trained on (or the one given), or the
+    training-free ``--method`` on the backbone of the arguments: ``(model, metadata, source)``."""
+    from dapo.engine.checkpoint import CheckpointError, load_trained, read_metadata, same_backbone_weights
+    from dapo.methods import config_for, get, make_model
+
+    method = getattr(args, "method", None)
+    if method is not None:
+        with argument_errors("--method", ValueError):
+            spec = get(method)
+        if args.checkpoint is None:
+            if not spec.training_free:
+                raise UsageError(f"--method {method} is trained: pass its --checkpoint (train one with "
+                                 f"`dapo train --method {method} --out DIR`)")
+            backbone = load_backbone_arguments(args, device)
+            model = make_model(method, backbone)
+            return model.to(device).eval(), {"config": model.config, "vocabulary": None}, f"{method} (training-free)"
     path = checkpoint_path(args.checkpoint)
     with argument_errors(f"--checkpoint {path}", CheckpointError, OSError):
         meta = read_metadata(path)
+    if method is not None and meta["config"].name != config_for(method).name:
+        raise UsageError(f"--checkpoint {path} holds {meta['config'].name!r}, not --method {method} "
+                         f"({config_for(method).name!r})")
     backbone = load_backbone_arguments(args, device, meta["backbone"])
     with argument_errors("--checkpoint", CheckpointError):
         if not same_backbone_weights(path, backbone):

@@ -1,8 +1,8 @@
 """A training run's configuration as data: ``dapo train --set FIELD=VALUE ...`` and ``--config run.yaml``.
 
 A run file is YAML: the command's options by their long names (``method``, ``seed``, ``dataset``,
-``root``, ``out``, ``backbone``, ...) and two sections of fields, ``model`` (:class:`dapo.methods.dapo.config.DAPOConfig`)
-and ``training`` (:class:`dapo.engine.recipe.TrainConfig`), each a subset or all of them::
+``root``, ``out``, ``backbone``, ...) and two sections of fields, ``model`` (the method's configuration, e.g. :class:`dapo.methods.dapo.config.DAPOConfig`)
+and ``training`` (:class:`dapo.methods.recipe.TrainConfig`), each a subset or all of them::
 
     method: dapo
     dataset: folder
@@ -27,7 +27,6 @@ import json
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -124,18 +123,20 @@ def run_tokens(data: Mapping[str, Any], path: str | Path) -> list[str]:
     return tokens
 
 
-def check_fields(values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Known DAPOConfig/TrainConfig fields, each of its field's type (a number where a float is
-    expected: ``8`` -> ``8.0``); else a one-line :class:`UsageError` naming ``where`` and the field."""
-    from dapo.engine.recipe import TrainConfig, split_overrides
+def check_fields(values: Mapping[str, Any], where: str, method: str = "dapo") -> dict[str, Any]:
+    """Known fields of ``method``'s configuration or of TrainConfig, each of its field's type (a number
+    where a float is expected: ``8`` -> ``8.0``); else a one-line :class:`UsageError` naming ``where``
+    and the field."""
     from dapo.experiments.parameters import ParameterError
-    from dapo.methods.dapo.config import DAPOConfig
+    from dapo.methods import get
+    from dapo.methods.recipe import TrainConfig, split_overrides
 
+    config_class = get(method).model.config_class
     try:
-        split_overrides(dict(values))
+        split_overrides(dict(values), config_class)
     except ValueError as error:
         raise UsageError(f"{where}: {error}") from None
-    hints = {**typing.get_type_hints(TrainConfig), **typing.get_type_hints(DAPOConfig)}
+    hints = {**typing.get_type_hints(TrainConfig), **typing.get_type_hints(config_class)}
     checked = {}
     for name, value in values.items():
         try:
@@ -187,8 +188,8 @@ def _typed(name: str, value: Any, hint: Any) -> Any:
 def resolve(method: str, seed: int, values: Mapping[str, Any], where: str = "--set"):
     """The method's :class:`dapo.methods.Preset` with the fields ``values`` applied, the model fields that
     differ from the preset (what :func:`dapo.methods.make_model` takes) and the training fields."""
-    from dapo.methods import preset
-    from dapo.methods.dapo.config import DAPOConfig
+    from dapo.methods import config_fields, preset
+
     if "seed" in values:
         raise UsageError(f"{where} seed: use --seed (it seeds the model and the data order)")
     try:
@@ -196,7 +197,7 @@ def resolve(method: str, seed: int, values: Mapping[str, Any], where: str = "--s
         chosen = preset(method, seed=seed, **values)
     except (TypeError, ValueError) as error:
         raise UsageError(f"{where}: {error}") from None
-    model_fields = {f.name for f in fields(DAPOConfig)}
+    model_fields = config_fields(method)
     changed = {k: v for k, v in values.items() if k in model_fields and getattr(base.model, k) != getattr(chosen.model, k)}
     training = {k: v for k, v in values.items() if k not in model_fields}
     return chosen, changed, training

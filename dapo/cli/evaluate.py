@@ -19,6 +19,7 @@ from dapo.cli.common import (
     DEFAULT_CHECKPOINT,
     HelpFormatter,
     add_backbone_arguments,
+    add_method_argument,
     add_run_arguments,
     load_model,
     prepare_out,
@@ -56,6 +57,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         f"synthetic-profile DAPO checkpoint, {shown(DEFAULT_CHECKPOINT)} in the repository)")
     add_dataset_arguments(parser, split_default="test")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the tables")
+    add_method_argument(parser)
     add_backbone_arguments(parser, from_checkpoint=True)
     add_run_arguments(parser)
     parser.set_defaults(run=run)
@@ -122,7 +124,7 @@ def _evaluate(args: argparse.Namespace, device, world) -> int:
         binary = _percent(evaluate_binary(model, dataset, **common))
     if not with_masks:
         binary = binary[list(IMAGE_METRICS)]
-    label = f"{model.config.name} ({checkpoint.name}) on {args.dataset} {args.root}"
+    label = f"{model.config.name} ({getattr(checkpoint, 'name', checkpoint)}) on {args.dataset} {args.root}"
     written.append(save_table(binary, f"binary_{args.dataset}", out, prov,
                               f"Binary detection and segmentation (%), {label}"))
     if with_masks:

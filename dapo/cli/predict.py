@@ -25,6 +25,7 @@ from dapo.cli.common import (
     HelpFormatter,
     UsageError,
     add_backbone_arguments,
+    add_method_argument,
     add_run_arguments,
     argument_errors,
     load_model,
@@ -78,6 +79,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", metavar="DIR", default="predictions", help="output folder")
     parser.add_argument("--type-threshold", type=probability, default=0.5, metavar="P",
                         help="a defect is predicted for an image when its Eq. 11 probability exceeds P")
+    add_method_argument(parser)
     add_backbone_arguments(parser, from_checkpoint=True)
     add_run_arguments(parser)
     parser.set_defaults(run=run)

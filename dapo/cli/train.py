@@ -95,7 +95,7 @@ def _train(args: argparse.Namespace, device, world) -> int:
     from dapo.experiments.runs import training_words
     from dapo.methods import make_model
 
-    fields = check_fields(parse_set(args.set), "--set")
+    fields = check_fields(parse_set(args.set), "--set", args.method)
     recipe, model_fields, training_fields = resolve(args.method, args.seed, fields)
     training = recipe.training.with_overrides(epochs=args.epochs or recipe.training.epochs, precision=args.precision,
                                               batch_size=args.batch_size or recipe.training.batch_size)

@@ -63,3 +63,10 @@ def open_dataset(
         mean=mean,
         std=std,
     )
+
+
+def openable_datasets() -> tuple[str, ...]:
+    """Every dataset name :func:`dapo.data.open_dataset` accepts besides a knowledge YAML path."""
+    from dapo.data.knowledge import available_datasets
+
+    return (*available_datasets(), FOLDER)

@@ -4,7 +4,7 @@ The released training script (``train.py``, lines 115-129 and 353-358 of
 boschresearch/defect-aware-prompt-optimization) names MVTec-AD's 20 defect classes with words
 that differ from the knowledge base's superclass names used at test time (e.g. ``color`` is
 trained as "discoloration", ``combined`` as "compound", ``poke`` as "puncture"). The paper is
-silent on the training words, so :class:`dapo.engine.recipe.TrainConfig` follows the code
+silent on the training words, so :class:`dapo.methods.recipe.TrainConfig` follows the code
 (``train_words="dapo_official"``) on the ``mvtec`` dataset; other datasets, which the released
 script cannot train on, keep their knowledge-base names.
 """

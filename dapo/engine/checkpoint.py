@@ -3,7 +3,7 @@
 A checkpoint file holds only what training changes (context tokens, deep tokens, trainable
 adapters: a few MB even for ViT-L-14-336) plus, in the safetensors metadata, the
 method's configuration (its model ``family`` beside it), the backbone's identity, the epoch and the training
-vocabulary as JSON, and the :class:`~dapo.engine.recipe.TrainConfig` it was trained with. The frozen
+vocabulary as JSON, and the :class:`~dapo.methods.recipe.TrainConfig` it was trained with. The frozen
 backbone is rebuilt from its own weights. Files are written atomically (:mod:`dapo.util.atomic`);
 a file that cannot be read raises :class:`CheckpointError` naming it.
 """
@@ -20,8 +20,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from dapo.clip.backbone import Backbone
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.contract import AnomalyModel
+from dapo.methods.recipe import TrainConfig
 from dapo.util.atomic import atomic_path
 
 FORMAT = "dapo-checkpoint/2"  # 2: DAPOConfig with the fidelity switches and the TrainConfig

@@ -3,7 +3,7 @@
 ``train(model, dataset, out_dir, training)`` trains on any torch ``Dataset`` that returns the
 sample dict of docs/ARCHITECTURE.md, with the dataset-wide defect vocabulary (the dataset must
 be opened with ``vocab_scope="dataset"`` so that its ``type_mask`` ids index
-``dataset.dataset_vocabulary``). ``training`` is a :class:`~dapo.engine.recipe.TrainConfig` (the
+``dataset.dataset_vocabulary``). ``training`` is a :class:`~dapo.methods.recipe.TrainConfig` (the
 method's recipe, :func:`dapo.methods.training_for`). Data order is seeded per epoch, so a
 resumed run sees the same batches as an uninterrupted one and ends with the same weights. The
 forward pass runs in ``training.precision`` (bf16 autocast on CUDA and bf16-capable CPUs with
@@ -49,8 +49,8 @@ from dapo.engine.distributed import (
     current,
     split_batches,
 )
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.contract import AnomalyModel
+from dapo.methods.recipe import TrainConfig
 from dapo.util.atomic import atomic_path, write_text
 from dapo.util.loading import load_state
 from dapo.util.precision import autocast, resolve_device, resolve_precision

@@ -1,8 +1,8 @@
 """The fidelity switches of ``docs/FIDELITY.md``, each measured alone against DAPO's defaults (notebook 11).
 
-A *switch* is a setting of :class:`~dapo.methods.dapo.config.DAPOConfig` / :class:`~dapo.engine.recipe.TrainConfig`
-fields, e.g. ``{"alpha_decay": 1.0}``. :data:`OFFICIAL_SWITCHES` are the released DAPO code's
-values where they differ from the default (the paper's, else the code's); :data:`EARLIER_CHOICES`
+A *switch* is a setting of :class:`~dapo.methods.dapo.config.DAPOConfig` / :class:`~dapo.methods.recipe.TrainConfig`
+fields, e.g. ``{"alpha_decay": 1.0}``. :data:`~dapo.methods.dapo.switches.OFFICIAL_SWITCHES` are the released DAPO code's
+values where they differ from the default (the paper's, else the code's); ``EARLIER_CHOICES``
 are this project's earlier defaults that the fidelity rule replaced. :func:`evaluate_settings`
 trains each setting through :func:`dapo.experiments.sweep.sweep` (one checkpoint folder per setting and seed),
 except settings of inference-only fields (:data:`INFERENCE_FIELDS`: training never reads them),
@@ -19,36 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from dapo.methods.dapo.switches import DEFAULT_SWITCHES, EARLIER_CHOICES, OFFICIAL_SWITCHES  # noqa: F401
+
 if TYPE_CHECKING:
     from dapo.experiments.sweep import Evaluation
 
 BASELINE = "default"
-
-#: The released code's values where they differ from ``dapo`` (the ``dapo_official`` preset has
-#: them all; its 2-epoch recipe is diagnosis (d) of notebook 12).
-OFFICIAL_SWITCHES: tuple[dict[str, Any], ...] = (
-    {"normal_word": "flawless"},          # learnable_prompt.py:20
-    {"alpha_decay": 1.0},                 # constant alpha 0.01, open_clip/transformer.py:389,418
-    {"text_layout": "official"},          # open_clip/transformer.py:379-399, open_clip/model.py:310-318
-    {"local_reduction": "sum"},           # train.py:261-274
-    {"inference_vocabulary": "dataset"},  # test.py:44-88 (binary detection only)
-)
-
-#: This project's earlier defaults, replaced by the paper's or the official code's values.
-EARLIER_CHOICES: tuple[dict[str, Any], ...] = (
-    {"patch_ln_post": True},
-    {"adapter_init": "projection"},
-    {"vision_token_init": "ln_pre"},
-    {"alpha0": 0.1},
-    {"betas": [0.9, 0.999]},
-    {"state_mean": "normalized"},
-    {"focal_smooth": 0.0},
-    {"upsample_align_corners": False},
-    {"image_score_global_weight": 0.5},
-    {"smoothing_sigma": 4.0},
-)
-
-DEFAULT_SWITCHES: tuple[dict[str, Any], ...] = OFFICIAL_SWITCHES + EARLIER_CHOICES
 
 #: DAPOConfig fields that only inference reads (the losses never do): binary vocabulary, image
 #: score and map smoothing.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dapo.experiments.fidelity import DEFAULT_SWITCHES
+from dapo.methods.dapo.switches import DEFAULT_SWITCHES
 from dapo.util.precision import PRECISIONS
 
 HEADER = "# Parameters (papermill: -p NAME VALUE). Defaults run the synthetic profile on a CPU."
@@ -85,7 +85,7 @@ def existing_file(name: str, value: Any) -> Any:
 def _check_dataset_name(name: str, value: str) -> None:
     """Refuse a dataset name no loader opens (a knowledge-base name, ``folder`` or a knowledge YAML path),
     naming the closest known name; whether the profile uses it is :func:`dapo.experiments.profiles.resolve_profile`'s check."""
-    from dapo.experiments.profiles import openable_datasets
+    from dapo.data.registry import openable_datasets
     from dapo.util.suggest import unknown_name
 
     if value not in openable_datasets() and Path(value).suffix not in (".yaml", ".yml"):
@@ -156,8 +156,8 @@ def epoch_list(name: str, value: Any) -> Any:
 
 def sweep_grid(name: str, value: Any) -> Any:
     """A sweep grid: {field: [values...]} over DAPOConfig/TrainConfig fields; each value must build."""
-    from dapo.engine.recipe import TrainConfig, split_overrides
     from dapo.methods.dapo.config import DAPOConfig
+    from dapo.methods.recipe import TrainConfig, split_overrides
     if not isinstance(value, Mapping) or not value:
         raise ParameterError(f"{name}={value!r}: expected a dict of setting -> list of values, e.g. {{\"lam\": [1, 4]}}")
     try:

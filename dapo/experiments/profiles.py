@@ -75,7 +75,7 @@ def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_roo
 
     ``checkpoint`` is a local weights file for ``pretrained`` (offline use of the paper profile:
     the tag still sets OpenAI's QuickGELU and normalisation). ``epochs`` ``None`` means each
-    method's own recipe (:class:`~dapo.engine.recipe.TrainConfig`, 5 for DAPO) on the paper profile and
+    method's own recipe (:class:`~dapo.methods.recipe.TrainConfig`, 5 for DAPO) on the paper profile and
     2 (smoke: 1) on the synthetic one. ``train_dataset`` / ``target_datasets`` swap the roles of
     the profile's datasets (e.g. train on the VisA-style world, test on the MVTec-style one).
 
@@ -115,14 +115,6 @@ def resolve_profile(profile: str = "synthetic", *, smoke: bool = False, data_roo
     return resolved
 
 
-def openable_datasets() -> tuple[str, ...]:
-    """Every dataset name :func:`dapo.data.open_dataset` accepts besides a knowledge YAML path."""
-    from dapo.data.knowledge import available_datasets
-    from dapo.data.registry import FOLDER
-
-    return (*available_datasets(), FOLDER)
-
-
 def _is_yaml(name: str) -> bool:
     return Path(name).suffix in (".yaml", ".yml")
 
@@ -137,6 +129,8 @@ def check_dataset_names(profile: str, own: tuple[str, ...], roots: dict, train: 
     from dapo.util.suggest import unknown_name
 
     used = (train, *targets)
+    from dapo.data.registry import openable_datasets
+
     openable = openable_datasets()
     for name in roots:
         if name not in own and name not in used:

@@ -48,7 +48,7 @@ class Provenance:
     ``precision`` is the precision the run evaluates in; ``train_precision`` the precision(s) its
     trained models were trained in (``""`` when it used none), which differ when a bf16 run
     loads fp32 checkpoints. ``seeds`` are the training seeds of the models a table aggregates
-    (:mod:`dapo.util.ledger`; empty: the run's ``seed``). ``run_id`` names one execution (``make
+    (:mod:`dapo.engine.ledger`; empty: the run's ``seed``). ``run_id`` names one execution (``make
     reproduce`` sets one for all notebooks through ``DAPO_RUN_ID``); ``threads`` is torch's
     thread count (bit-for-bit repeats need the same).
     """

@@ -24,12 +24,11 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from dapo.engine import distributed
+from dapo.engine import distributed, ledger
 from dapo.engine.checkpoint_store import DEFAULT_SETTING, checkpoint_dir, setting_name  # noqa: F401 (re-exported)
+from dapo.engine.ledger import record_model
 from dapo.experiments.profiles import ProfileConfig, resolve_profile
 from dapo.experiments.reporting import Provenance, save_figure, save_table, write_provenance
-from dapo.util import ledger
-from dapo.util.ledger import record_model
 from dapo.util.paths import figures_dir as default_figures_dir
 from dapo.util.paths import results_dir
 from dapo.util.precision import resolve_device, resolve_precision, set_run_precision
@@ -56,10 +55,10 @@ class Run:
 
     def stamp(self, table=None) -> Provenance:
         """The run's provenance as of now: the seeds of ``table``'s own ``seed`` column, else of
-        every model the run used (:mod:`dapo.util.ledger`), and the precisions they were trained in."""
+        every model the run used (:mod:`dapo.engine.ledger`), and the precisions they were trained in."""
         import dataclasses
 
-        from dapo.util import ledger
+        from dapo.engine import ledger
         seeds = ledger.seeds()
         if table is not None and "seed" in getattr(table, "columns", ()):
             seeds = tuple(sorted({int(s) for s in table["seed"]}))
@@ -332,7 +331,7 @@ def _start_from_shorter(run_dir, method, seed, overrides, folder: Path, epochs: 
 
 
 def _model_overrides(overrides: Mapping[str, Any]) -> dict:
-    from dapo.engine.recipe import split_overrides
+    from dapo.methods.recipe import split_overrides
     return split_overrides(dict(overrides))[0]
 
 

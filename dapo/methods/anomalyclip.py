@@ -3,10 +3,10 @@ of the DAPO family."""
 
 from __future__ import annotations
 
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.dapo.config import DAPOConfig
 from dapo.methods.dapo.dpam import OFFICIAL_DPAM_LAYERS
 from dapo.methods.dapo.presets import register_dapo_family
+from dapo.methods.recipe import TrainConfig
 
 
 def anomalyclip() -> DAPOConfig:

@@ -3,9 +3,9 @@ defect-aware prompts, four trained linear adapters, no learned text."""
 
 from __future__ import annotations
 
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.dapo.config import DAPOConfig
 from dapo.methods.dapo.presets import register_dapo_family
+from dapo.methods.recipe import TrainConfig
 
 PAPER = "MultiADS: defect-aware supervision for multi-type anomaly detection and segmentation (Bosch Research)"
 
@@ -42,7 +42,7 @@ def multiads_f() -> DAPOConfig:
 def multiads_paraphrased() -> DAPOConfig:
     """Diagnosis variant (notebook 12): MultiADS with held-out paraphrased templates and state
     phrases (:mod:`dapo.experiments.prompt_overlap`), whose wording the compact CLIP's captions never use."""
-    from dapo.experiments.prompt_overlap import paraphrase_overrides
+    from dapo.methods.paraphrases import paraphrase_overrides
 
     return multiads().with_overrides(name="MultiADS (held-out paraphrases)", **paraphrase_overrides())
 

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
 
-from dapo.engine.recipe import TrainConfig, split_overrides
 from dapo.methods.contract import AnomalyModel
+from dapo.methods.recipe import TrainConfig, split_overrides
 from dapo.util.suggest import unknown_name
 
 

@@ -23,15 +23,10 @@ K' defect channels, so shapes always follow the vocabulary while the binary map 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from dapo.methods.dapo.losses import stage_probabilities
-
-if TYPE_CHECKING:
-    from dapo.methods.contract import DAPOOutput
 
 @dataclass
 class Prediction:
@@ -84,6 +79,16 @@ def gaussian_smooth(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     return x.reshape(maps.shape).to(maps.dtype)
 
 
+def stage_probabilities(stage_logits: torch.Tensor, size: tuple[int, int], *, softmax_first: bool = True,
+                        align_corners: bool = True) -> torch.Tensor:
+    """(B, K+1, H, W) probabilities of one stage at ``size``: softmax over the channels at patch
+    resolution, then bilinear upsampling (``softmax_first=False``: upsample the logits first)."""
+    logits = stage_logits.float()
+    if softmax_first:
+        return F.interpolate(logits.softmax(dim=1), size=size, mode="bilinear", align_corners=align_corners)
+    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners).softmax(dim=1)
+
+
 def type_probabilities(stage_logits: list[torch.Tensor], size: tuple[int, int], config=None) -> torch.Tensor:
     """Mean over stages of the upsampled per-stage probability maps: (B, S, H, W), with the
     upsampling options of ``config`` (``softmax_before_upsample``, ``upsample_align_corners``;
@@ -102,14 +107,14 @@ def map_statistic(anomaly_map: torch.Tensor, kind: str) -> torch.Tensor:
     return flat.topk(min(3, flat.shape[1]), dim=1).values.mean(1)
 
 
-def global_anomaly_score(output: DAPOOutput, mode: str) -> torch.Tensor:
+def global_anomaly_score(output, mode: str) -> torch.Tensor:
     """Image-level score from the global embedding: ``"pair"`` (Eq. 7) or ``"states"`` (MultiADS)."""
     if mode == "pair":
         return output.global_logits.float().softmax(dim=-1)[:, 1]
     return 1.0 - output.state_logits.float().softmax(dim=-1)[:, 0]
 
 
-def predict(model, output: DAPOOutput, size: tuple[int, int], n_defects: int) -> Prediction:
+def predict(model, output, size: tuple[int, int], n_defects: int) -> Prediction:
     """Turn raw outputs into a :class:`Prediction` for a vocabulary of ``n_defects`` names."""
     config = model.config
     probs = type_probabilities(output.stage_logits, size, config)

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from dapo.methods.dapo.config import DAPOConfig
+from dapo.methods.scoring import stage_probabilities
 
 PROBABILITY_FLOOR = 1e-8
 
@@ -52,16 +53,6 @@ def dice_loss(pred: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> 
     pred, target = pred.flatten(1), target.flatten(1).to(pred.dtype)
     dice = (2.0 * (pred * target).sum(1) + smooth) / (pred.sum(1) + target.sum(1) + smooth)
     return (1.0 - dice).mean()
-
-
-def stage_probabilities(stage_logits: torch.Tensor, size: tuple[int, int], *, softmax_first: bool = True,
-                        align_corners: bool = True) -> torch.Tensor:
-    """(B, K+1, H, W) probabilities of one stage at ``size``: softmax over the channels at patch
-    resolution, then bilinear upsampling (``softmax_first=False``: upsample the logits first)."""
-    logits = stage_logits.float()
-    if softmax_first:
-        return F.interpolate(logits.softmax(dim=1), size=size, mode="bilinear", align_corners=align_corners)
-    return F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners).softmax(dim=1)
 
 
 def config_probabilities(config: DAPOConfig, stage_logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

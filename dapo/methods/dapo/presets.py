@@ -6,10 +6,10 @@ Each preset is a :class:`~dapo.methods.dapo.config.DAPOConfig` with DAPO's train
 
 from __future__ import annotations
 
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.dapo.config import DAPOConfig
 from dapo.methods.dapo.dpam import OFFICIAL_VISION_LAYERS, scaled_dpam_layers
 from dapo.methods.dapo.model import DAPO
+from dapo.methods.recipe import TrainConfig
 from dapo.methods.registry import Method, register
 
 #: DAPO's recipe: the paper's Adam, lr 1e-3, batch 8, 5 epochs; where it is silent, the released
