@@ -254,7 +254,7 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     recipe = make_preset(method, seed=seed, **overrides)
     epochs = epochs or cfg.epochs or recipe.training.epochs
     training = recipe.training.with_overrides(epochs=epochs, precision=precision)
-    model = make_model(method, backbone, seed=seed, **_model_overrides(overrides))
+    model = make_model(method, backbone, seed=seed, **_model_overrides(method, overrides))
     if not model.learnable_parameters():
         return model.to(dev), None  # training-free baseline (e.g. CLIP-AC)
     dataset = _training_data(cfg, recipe)
@@ -330,9 +330,11 @@ def _start_from_shorter(run_dir, method, seed, overrides, folder: Path, epochs: 
         pass  # another process is extending it: train from scratch (the same weights)
 
 
-def _model_overrides(overrides: Mapping[str, Any]) -> dict:
+def _model_overrides(method: str, overrides: Mapping[str, Any]) -> dict:
+    from dapo.methods import get
     from dapo.methods.recipe import split_overrides
-    return split_overrides(dict(overrides))[0]
+
+    return split_overrides(dict(overrides), get(method).model.config_class)[0]
 
 
 def training_words(vocabulary: tuple[str, ...], dataset_name: str, training) -> tuple[str, ...]:

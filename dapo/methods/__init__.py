@@ -24,5 +24,6 @@ from dapo.methods.registry import (  # noqa: F401
     make_model,
     preset,
     register,
+    table3_methods,
     training_for,
 )

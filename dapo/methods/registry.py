@@ -44,12 +44,17 @@ class Preset:
     training: TrainConfig
 
 
+#: The rows of DAPO's Table 3, in the paper's order (its method names, as in ``dapo/reference``).
+TABLE3_ROWS = ("CLIP-AC", "CoCoOp", "WinCLIP", "AprilGAN", "AnomalyCLIP", "AdaCLIP", "MultiADS", "DAPO")
+
 METHODS: dict[str, Method] = {}
 FAMILIES: dict[str, type[AnomalyModel]] = {}
 
 
 def register(method: Method) -> Method:
     """Add ``method`` (its name must be new) and its model family."""
+    if method.table3 is not None and method.table3 not in TABLE3_ROWS:
+        raise ValueError(f"{method.name}: table3={method.table3!r} is not a row of DAPO's Table 3 {TABLE3_ROWS}")
     if method.name in METHODS:
         raise ValueError(f"method {method.name!r} is registered twice")
     family = method.model.family
@@ -63,6 +68,15 @@ def register(method: Method) -> Method:
 def available() -> list[str]:
     """Every registered method name, sorted."""
     return sorted(METHODS)
+
+
+def table3_methods() -> dict[str, str]:
+    """``{row name: method name}`` for every registered method of DAPO's Table 3, in the paper's row order."""
+    rows = {spec.table3: name for name, spec in METHODS.items() if spec.table3}
+    unknown = sorted(set(rows) - set(TABLE3_ROWS))
+    if unknown:
+        raise ValueError(f"table3 row names {unknown} are not rows of DAPO's Table 3 {TABLE3_ROWS}")
+    return {row: rows[row] for row in TABLE3_ROWS if row in rows}
 
 
 def get(name: str) -> Method:
