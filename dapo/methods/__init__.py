@@ -26,3 +26,5 @@ from dapo.methods.registry import (  # noqa: F401
     register,
     training_for,
 )
+
+from dapo.methods import faprompt  # noqa: E402, F401  # isort: skip
