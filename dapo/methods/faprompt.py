@@ -196,14 +196,18 @@ def prior_loss(prior: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (prior.float().pow(2).mean(dim=-1) * normal.float()).sum()
 
 
+def _at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def map_maxima(stage_logits: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Largest patch abnormal probability of every map, at patch resolution (``train.py:101, 136``)."""
-    return [logits.float().softmax(dim=1)[:, 1].flatten(1).amax(dim=1) for logits in stage_logits]
+    return [_at_least_float32(logits).softmax(dim=1)[:, 1].flatten(1).amax(dim=1) for logits in stage_logits]
 
 
 def image_scores(output: DAPOOutput, config: FAPromptConfig) -> torch.Tensor:
     """``w p_refined(x) + (1 - w) (a max_static + (1 - a) max_refined)`` with w = 0.5, a = 2/3 (``test.py:136-148``)."""
-    global_prob = output.global_logits.float().softmax(dim=-1)[:, 1]
+    global_prob = _at_least_float32(output.global_logits).softmax(dim=-1)[:, 1]
     static_max, refined_max = map_maxima(output.stage_logits)
     a = config.static_max_weight
     w = config.image_score_global_weight
