@@ -45,6 +45,7 @@ from dapo.methods.dapo.prompts import PLACEHOLDER, check_placeholders, placehold
 from dapo.methods.registry import Method, TrainConfig, register  # TrainConfig: the recipe class the registry uses
 from dapo.methods.scoring import stage_probabilities
 
+#: The release read for the main paper's equations (file:line citations refer to it).
 RELEASE = "github mala-lab/FAPrompt @ 7e9d9d2aeb17648ae52374708ea95d3f8396cecc"
 PAPER = ("Zhu, Ong, Shen, Pang: Fine-grained Abnormality Prompt Learning for Zero-shot Anomaly Detection "
          "(FAPrompt), ICCV 2025")
@@ -415,10 +416,6 @@ class FAPrompt(AnomalyModel):
         prediction = predict(self, output, size, n_defects)
         prediction.image_score = image_scores(output, self.config)
         return prediction
-
-    def trainable_parameter_count(self) -> int:
-        """Number of trainable parameters (what a checkpoint stores)."""
-        return sum(p.numel() for p in self.learnable_parameters().values())
 
 
 def release_unused_projection_parameters(text_width: int, text_depth: int, out_features: int = 896) -> int:
