@@ -27,3 +27,5 @@ from dapo.methods.registry import (  # noqa: F401
     table3_methods,
     training_for,
 )
+
+from dapo.methods import faprompt  # noqa: E402, F401  # isort: skip
