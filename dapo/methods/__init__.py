@@ -8,10 +8,14 @@ AnomalyCLIP and CLIP-AC; the other methods are modules of their own.
 
 from __future__ import annotations
 
-from dapo.methods import anomalyclip, clip_ac, multiads  # noqa: E402, F401
-
-# importing a method module registers its presets (order = the order of available()'s tables)
-from dapo.methods.dapo import presets as _dapo  # noqa: E402, F401
+# importing a method's module registers its presets (the registry's entries come from these imports)
+from dapo.methods import (  # noqa: F401
+    anomalyclip,
+    clip_ac,
+    faprompt,
+    multiads,
+)
+from dapo.methods.dapo import presets as _dapo_presets  # noqa: F401
 from dapo.methods.registry import (  # noqa: F401
     FAMILIES,
     METHODS,
@@ -27,5 +31,3 @@ from dapo.methods.registry import (  # noqa: F401
     table3_methods,
     training_for,
 )
-
-from dapo.methods import faprompt  # noqa: E402, F401  # isort: skip
