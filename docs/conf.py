@@ -18,7 +18,7 @@ copyright = "2026, the DAPO companion authors"
 
 extensions = ["myst_nb"]
 root_doc = "README"
-include_patterns = ["README.md", "docs/*.md", "results/README.md", "results/synthetic/notebooks/*.ipynb"]
+include_patterns = ["README.md", "docs/*.md", "docs/methods/*.md", "results/README.md", "results/synthetic/notebooks/*.ipynb"]
 exclude_patterns = ["docs/_build", "**/.ipynb_checkpoints"]
 
 # the executed copies are rendered as committed: never run (no kernel, no network, no data needed)
@@ -35,7 +35,7 @@ html_show_sourcelink = False
 # everything the site needs is in its own folder: no fonts, scripts or icons from the network
 html_theme_options["icon_links"] = []
 
-DOCS_ORDER = ["REPRODUCING", "PROFILES", "MODEL", "FIDELITY", "CLI", "DISTRIBUTED", "DATASETS", "METRICS", "BENCHMARKS",
+DOCS_ORDER = ["REPRODUCING", "PROFILES", "MODEL", "METHODS", "FIDELITY", "CLI", "DISTRIBUTED", "DATASETS", "METRICS", "BENCHMARKS",
               "TESTING", "ARCHITECTURE"]
 
 
@@ -49,7 +49,8 @@ def _front_page_toc() -> str:
     docs += sorted(f"docs/{name}" for name in pages if name not in DOCS_ORDER)
     notebooks = sorted(f"results/synthetic/notebooks/{p.stem}"
                        for p in (ROOT / "results" / "synthetic" / "notebooks").glob("*.ipynb"))
-    return (_toctree("Guide", docs) + _toctree("Results", ["results/README"])
+    methods = sorted(f"docs/methods/{p.stem}" for p in (ROOT / "docs" / "methods").glob("*.md"))
+    return (_toctree("Guide", docs) + _toctree("Methods", methods) + _toctree("Results", ["results/README"])
             + _toctree("Executed notebooks (synthetic profile)", notebooks))
 
 

@@ -122,7 +122,24 @@ def compact_clip() -> str:
         f"(`defect_type_per_class.csv`): {per_type}."])
 
 
-BLOCKS: dict[str, Callable[[], str]] = {"table1": table1, "table3": table3, "compact_clip": compact_clip}
+def methods() -> str:
+    """Every registered method (:mod:`dapo.methods`): its family, whether it trains, its Table 3 row and page."""
+    from dapo.methods import METHODS
+
+    rows = []
+    for name, spec in sorted(METHODS.items()):
+        family = spec.model.family
+        page = ROOT / "docs" / "methods" / f"{family}.md"
+        where = f"[docs/methods/{family}.md](methods/{family}.md)" if page.is_file() else "[FIDELITY](FIDELITY.md)"
+        rows.append((f"`{name}`", spec.config().name, f"`{family}`", "no" if spec.training_free else "yes",
+                     spec.table3 or "", where))
+    frame = pd.DataFrame(rows, columns=["registry name", "shown as", "model family", "trained", "DAPO Table 3 row",
+                                        "page"])
+    return _markdown(frame) + "\n\nSource: `dapo.methods.METHODS` (the registry)."
+
+
+BLOCKS: dict[str, Callable[[], str]] = {"table1": table1, "table3": table3, "compact_clip": compact_clip,
+                                        "methods": methods}
 
 
 # ----------------------------------------------------------------------------- rewriting and checking
