@@ -38,12 +38,12 @@ from open_clip.transformer import text_global_pool
 from torch import nn
 
 from dapo.clip.backbone import is_causal_mask, prepared_blocks
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.contract import AnomalyModel, DAPOOutput, MethodConfig
 from dapo.methods.dapo.dpam import OFFICIAL_DPAM_LAYERS, OFFICIAL_VISION_LAYERS, scaled_dpam_layers, vv_attention
-from dapo.methods.dapo.losses import dice_loss, focal_loss, stage_probabilities
+from dapo.methods.dapo.losses import dice_loss, focal_loss
 from dapo.methods.dapo.progressive import run_blocks
-from dapo.methods.registry import Method, register
+from dapo.methods.registry import Method, TrainConfig, register  # TrainConfig: the recipe class the registry uses
+from dapo.methods.scoring import stage_probabilities
 from dapo.util.precision import compute_dtype
 
 PAPER = ("Ma et al., AA-CLIP: enhancing zero-shot anomaly detection via anomaly-aware CLIP, CVPR 2025 "

@@ -30,12 +30,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.contract import AnomalyModel, DAPOOutput, MethodConfig
-from dapo.methods.dapo.losses import dice_loss, focal_loss, stage_probabilities
+from dapo.methods.dapo.losses import dice_loss, focal_loss
 from dapo.methods.dapo.progressive import run_blocks
 from dapo.methods.dapo.prompts import PLACEHOLDER, placeholder_id
-from dapo.methods.registry import Method, register
+from dapo.methods.registry import Method, TrainConfig, register  # TrainConfig: the recipe class the registry uses
+from dapo.methods.scoring import stage_probabilities
 
 PAPER = ("Yang et al., ViP²-CLIP: visual-perception prompting with unified alignment for zero-shot anomaly "
          "detection, arXiv 2505.17692")
