@@ -31,3 +31,5 @@ from dapo.methods.registry import (  # noqa: F401
     table3_methods,
     training_for,
 )
+from dapo.methods import vip2clip  # noqa: E402, F401
+from dapo.methods import aaclip  # noqa: E402, F401
