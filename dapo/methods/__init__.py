@@ -10,10 +10,12 @@ from __future__ import annotations
 
 # importing a method's module registers its presets (the registry's entries come from these imports)
 from dapo.methods import (  # noqa: F401
+    aaclip,
     anomalyclip,
     clip_ac,
     faprompt,
     multiads,
+    vip2clip,
 )
 from dapo.methods.dapo import presets as _dapo_presets  # noqa: F401
 from dapo.methods.registry import (  # noqa: F401
@@ -31,5 +33,3 @@ from dapo.methods.registry import (  # noqa: F401
     table3_methods,
     training_for,
 )
-from dapo.methods import vip2clip  # noqa: E402, F401
-from dapo.methods import aaclip  # noqa: E402, F401
