@@ -113,10 +113,11 @@ def test_the_code_fingerprint_follows_the_source(monkeypatch, tmp_path):
     copy = tmp_path / "dapo"
     copy.mkdir()
     (copy / "__init__.py").write_text("x = 1\n")
-    (copy / "plots.py").write_text("y = 1\n")
+    (copy / "experiments").mkdir()
+    (copy / "experiments" / "plots.py").write_text("y = 1\n")
     monkeypatch.setattr(dapo, "__file__", str(copy / "__init__.py"))
     before = code_fingerprint()
-    (copy / "plots.py").write_text("y = 2\n")  # presentation only: the numbers cannot change
+    (copy / "experiments" / "plots.py").write_text("y = 2\n")  # presentation only: the numbers cannot change
     assert code_fingerprint() == before
     (copy / "__init__.py").write_text("x = 2\n")
     assert code_fingerprint() != before
