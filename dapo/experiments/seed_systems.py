@@ -69,6 +69,9 @@ def table_targets(targets: Sequence[str]) -> tuple[list[str], list[str]]:
 
     datasets = set(paper_datasets())
     kept = [t for t in targets if paper_counterpart(t) in datasets]
+    if not kept:
+        raise ValueError(f"none of the test datasets {list(targets)} stands for a dataset of {TABLE} "
+                         f"{sorted(datasets)}: pass target_datasets naming one (e.g. ['visa', 'mpdd'])")
     return kept, [t for t in targets if t not in kept]
 
 
