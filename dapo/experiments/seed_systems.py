@@ -190,7 +190,7 @@ def dot_plot(summary: pd.DataFrame, *, title: str = ""):
         ax.grid(alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
     handles.append(plt.Line2D([], [], marker="o", ls="", mfc="none", mec="k"))
-    labels.append("hollow: paper (reported), same paper dataset")
+    labels.append("hollow: paper (reported)")
     fig.legend(handles, labels, loc="center right", fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0, 0.78, 1))
