@@ -271,6 +271,8 @@ EXTRAS: dict[str, tuple[Parameter, ...]] = {
     "03_multitype": (SEEDS,),
     "04_binary": (SEEDS, Parameter("reverse", True, "also train on the first target dataset and test on the training "
                                    "dataset (paper: VisA -> MVTec-AD)", boolean)),
+    "13_seed_systems": (SEEDS, Parameter("reverse", True, "also train on the first target dataset and test on the "
+                                         "training dataset (ViP²-CLIP Table 1's MVTec-AD row: trained on VisA)", boolean)),
     "05_multilabel": (SEEDS, Parameter("contrast", True, "also evaluate MultiADS (handcrafted defect prompts) beside "
                                        "DAPO, the only method of Table 11", boolean)),
     "10_topology": (SEEDS,),

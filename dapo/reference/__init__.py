@@ -1,7 +1,8 @@
 """The papers' own numbers, as data, to show beside reproduced numbers.
 
-Every number printed in the result tables of DAPO (Tables 1-4, 6-14) and in the MultiADS
-tables DAPO compares against (MultiADS Tables 1-5) is one row of a tidy CSV in this package,
+Every number printed in the result tables of DAPO (Tables 1-4, 6-14), in the MultiADS
+tables DAPO compares against (MultiADS Tables 1-5) and in ViP²-CLIP's industrial comparison
+(ViP²-CLIP Table 1) is one row of a tidy CSV in this package,
 exactly as printed (in percent). These are *reported* numbers, never measured here: every
 frame returned carries ``profile == PAPER_LABEL`` and ``attrs["label"] == PAPER_LABEL``.
 
@@ -23,6 +24,11 @@ Conventions and choices:
   the names the papers print and lists every dataset's products (MultiADS Tables 12-17).
 - DAPO Tables 13-14 print defect-wise figures without saying how they aggregate over
   products; they are stored with ``product == "mean"``.
+- Binary tables store the image F1-max the papers print as ``image_f1`` and AUPRO as ``pixel_aupro``
+  (both computed with the authors' scripts: ``image_f1_max`` and ``pixel_aupro_official`` in
+  :mod:`dapo.metrics`); ``pixel_f1`` is the multi-type macro F1 of the argmax (DAPO, MultiADS),
+  ``pixel_f1_max`` a binary map's F1-max (ViP²-CLIP Table 1).
+- ViP²-CLIP Table 1 prints an AVERAGE over its seven datasets: stored as dataset ``"mean"``.
 - DAPO Table 5 (dataset statistics) and MultiADS Table 11 are counts, not percentages:
   :func:`dataset_statistics`.
 
@@ -48,9 +54,12 @@ SCHEMA = ("table", "source_paper", "task", "train_dataset", "dataset", "product"
           "method", "metric", "value", "notes")
 KEY = SCHEMA[:10]
 SOURCES = ("DAPO", "MultiADS")
+SOURCES += ("ViP2-CLIP",)  # ViP²-CLIP Table 1
 DATASETS = ("mvtec", "visa", "mpdd", "mad_sim", "mad_real", "real_iad", "internal")
+DATASETS += ("btad", "ksdd", "dagm", "dtd_synthetic", "mean")  # ViP²-CLIP Table 1 ("mean": its AVERAGE row)
 METRICS = ("pixel_auroc", "pixel_ap", "pixel_f1", "pixel_aupro", "image_auroc", "image_ap", "image_f1",
            "multilabel_precision", "multilabel_recall", "multilabel_f1", "delta_ap")
+METRICS += ("pixel_f1_max",)  # ViP²-CLIP Table 1: the binary map's F1-max (pixel_f1: multi-type argmax F1)
 TABLES_FILE = "tables.csv"
 
 Filter = str | Iterable[str] | None
