@@ -26,3 +26,4 @@ from dapo.methods.registry import (  # noqa: F401
     register,
     training_for,
 )
+from dapo.methods import cocoop  # noqa: E402, F401
