@@ -27,3 +27,4 @@ from dapo.methods.registry import (  # noqa: F401
     training_for,
 )
 from dapo.methods import cocoop  # noqa: E402, F401
+from dapo.methods import adaclip  # noqa: E402, F401
