@@ -111,7 +111,7 @@ def test_loss_decreases_on_a_tiny_batch(model, tiny_dataset):
         optimizer.zero_grad()
         terms["total"].backward()
         optimizer.step()
-        losses.append(float(terms["total"]))
+        losses.append(float(terms["total"].detach()))
     assert losses[-1] < losses[0]
     with_local = make_model("cocoop", model.backbone, lam=4.0)
     terms = with_local.loss_terms(with_local(images, VOCABULARY), labels, masks)
