@@ -284,15 +284,16 @@ class AdaCLIP(AnomalyModel):
             prompts.append(sum(parts[1:], parts[0]).expand(batch, -1, -1))
         return prompts
 
-    def encode_ensemble(self, ensemble: EnsembleIds, text_dynamic: torch.Tensor | None, batch: int
+    def encode_ensemble(self, ensembles: Sequence[EnsembleIds], text_dynamic: torch.Tensor | None
                         ) -> torch.Tensor:
-        """Normalised state embeddings (B, 2, C): every image's prompts in one text-encoder call, with
-        the image's prompts written after the start token at layers 2..depth."""
+        """Normalised state embeddings (B, 2, C) of every image's ensemble (one per image) in one
+        text-encoder call, the image's prompts written after the start token at layers 2..depth."""
         backbone = self.backbone
-        ids = ensemble.ids[:, : backbone.text_length(ensemble.ids)].to(self.device)
-        n_prompts, length = ids.shape[0], self.config.prompt_length
+        batch, n_normal = len(ensembles), ensembles[0].n_normal
+        ids = torch.cat([ensemble.ids for ensemble in ensembles])
+        ids = ids[:, : backbone.text_length(ids)].to(self.device)
+        n_prompts, length = ids.shape[0] // batch, self.config.prompt_length
         x = backbone.embed_text(ids)
-        x = x.unsqueeze(0).expand(batch, -1, -1, -1).reshape(batch * n_prompts, *x.shape[1:])
         prompts = self.layer_prompts("L", text_dynamic, batch)
         mask = backbone.text_attn_mask
         layers = FrozenLayers(backbone.text_blocks, x, mask[: ids.shape[1], : ids.shape[1]] if mask is not None else None)
@@ -301,9 +302,8 @@ class AdaCLIP(AnomalyModel):
                 tokens = prompts[index].repeat_interleave(n_prompts, dim=0).to(x.dtype)
                 x = torch.cat([x[:, :1], tokens, x[:, 1 + length:]], dim=1)
             x = layers(index, x)
-        pooled = backbone.pool_text(x, ids.repeat(batch, 1)).float()
-        pooled = F.normalize(pooled, dim=-1).reshape(batch, n_prompts, -1)
-        states = torch.stack([pooled[:, :ensemble.n_normal].mean(1), pooled[:, ensemble.n_normal:].mean(1)], dim=1)
+        pooled = F.normalize(backbone.pool_text(x, ids).float(), dim=-1).reshape(batch, n_prompts, -1)
+        states = torch.stack([pooled[:, :n_normal].mean(1), pooled[:, n_normal:].mean(1)], dim=1)
         return F.normalize(states, dim=-1)  # adaclip.py:223-225, 206
 
     # ------------------------------------------------------------------ image side
@@ -374,12 +374,8 @@ class AdaCLIP(AnomalyModel):
         vision_dynamic = dynamic(self.vision_dynamic, self.backbone.vision_width)
         text_dynamic = dynamic(self.text_dynamic, self.backbone.text_width)
         pooled, tapped = self.encode_image(images, vision_dynamic)
-        if names is None or len(set(names)) == 1:
-            ensemble = text_embeddings if names is None else self.ensemble_ids(names[0])
-            text = self.encode_ensemble(ensemble, text_dynamic, batch)
-        else:  # one call per distinct product
-            text = torch.cat([self.encode_ensemble(self.ensemble_ids(name), None if text_dynamic is None
-                                                   else text_dynamic[i:i + 1], 1) for i, name in enumerate(names)])
+        ensembles = [text_embeddings] * batch if names is None else [self.ensemble_ids(name) for name in names]
+        text = self.encode_ensemble(ensembles, text_dynamic)
         patches = [F.normalize(projection(tokens).float(), dim=-1)
                    for projection, tokens in zip(self.patch_projections, tapped)]
         image_embedding = F.normalize(self.cls_projection(pooled).float(), dim=-1)
