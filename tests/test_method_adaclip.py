@@ -11,7 +11,7 @@ from dapo.engine.checkpoint import load_trained, save_checkpoint
 from dapo.engine.inference import Predictor
 from dapo.engine.train import train
 from dapo.methods import get, make_model, training_for
-from dapo.methods.adaclip import AdaCLIP, EnsembleIds, hsf_centre, kmeans_labels
+from dapo.methods.adaclip import AdaCLIP, EnsembleIds, hsf_centre, hsf_paper_centre, kmeans_labels
 
 VOCABULARY = ("hole", "scratch")
 
@@ -67,6 +67,19 @@ def test_hsf_centre_by_hand_in_float64():
     # cluster 0: rows (1,0),(3,0),(1,2),(1,2) -> (1.5, 1); cluster 2: (0,2),(0,4) -> (0, 3); cluster 3: (2, 2)
     centre = torch.tensor([(1.5 + 0 + 2) / 3, (1 + 3 + 2) / 3], dtype=torch.float64)
     assert torch.allclose(hsf_centre([layer1, layer2], labels, 4), (centre / centre.norm())[None])
+
+
+def test_paper_hsf_centre_by_hand_in_float64(tiny_backbone, images):
+    """The paper's HSF: the mean token of the cluster with the highest mean anomaly probability."""
+    tokens = torch.tensor([[[1.0, 0.0], [3.0, 0.0], [0.0, 2.0], [0.0, 4.0]]], dtype=torch.float64)
+    abnormal = torch.tensor([[0.9, 0.1, 0.6, 0.6]], dtype=torch.float64)
+    labels = torch.tensor([[0, 0, 1, 1]])  # cluster means 0.5 and 0.6: cluster 1 wins, centre (0, 3)
+    assert torch.allclose(hsf_paper_centre(tokens, abnormal, labels, 3), torch.tensor([[0.0, 1.0]], dtype=torch.float64))
+    paper = make_model("adaclip", tiny_backbone, hsf_variant="paper")
+    out = paper(images, VOCABULARY)
+    assert out.global_logits.shape == (2, 2) and torch.isfinite(out.global_logits).all()
+    with pytest.raises(ValueError, match="hsf_variant='reported'"):
+        make_model("adaclip", tiny_backbone, hsf_variant="reported")
 
 
 def test_kmeans_separates_clear_clusters_and_is_seeded():

@@ -115,7 +115,7 @@ def test_loss_decreases_on_a_tiny_batch(model, tiny_dataset):
     assert losses[-1] < losses[0]
     with_local = make_model("cocoop", model.backbone, lam=4.0)
     terms = with_local.loss_terms(with_local(images, VOCABULARY), labels, masks)
-    assert float(terms["local"]) > 0 and torch.isclose(terms["total"], terms["global"] + 4.0 * terms["local"])
+    assert float(terms["local"].detach()) > 0 and torch.isclose(terms["total"], terms["global"] + 4.0 * terms["local"])
 
 
 def test_trains_and_checkpoint_round_trip(tiny_backbone, tiny_dataset, images, tmp_path):

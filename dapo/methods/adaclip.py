@@ -43,6 +43,7 @@ from dapo.util.precision import compute_dtype
 
 PROMPT_TYPES = ("", "S", "D", "SD")
 PROMPT_BRANCHES = ("", "V", "L", "VL")
+HSF_VARIANTS = ("release", "paper")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class AdaCLIPConfig(MethodConfig):
         (``adaclip.py:238``), ``k = 20`` k-means clusters, image feature
         ``normalize(0.2 centre + 0.8 z)`` (``adaclip.py:517-521``). Fewer patches than clusters
         (tiny towers) use one cluster per token.
+    hsf_variant:
+        ``"release"``: the released HSF, which the release calls an upgrade of the paper's
+        (``adaclip.py:233-286``); ``"paper"``: the paper's, kept commented out in the release
+        (``adaclip.py:288-330``): k-means of all patches (layer-averaged tokens), the centroid of
+        the cluster with the highest mean anomaly probability (:func:`hsf_paper_centre`).
     kmeans_iterations:
         Lloyd iterations at most (scikit-learn's ``KMeans`` default ``max_iter=300``).
     logit_scale:
@@ -82,6 +88,7 @@ class AdaCLIPConfig(MethodConfig):
     k_clusters: int = 20
     hsf_tokens_per_cluster: int = 5
     hsf_alpha: float = 0.2
+    hsf_variant: str = "release"
     kmeans_iterations: int = 300
     logit_scale: float = 100.0
     templates: tuple[str, ...] = ("a bad photo of a {}.", "a low resolution photo of the {}.",
@@ -114,6 +121,8 @@ class AdaCLIPConfig(MethodConfig):
         for key in ("prompt_length", "prompt_depth", "k_clusters", "hsf_tokens_per_cluster", "kmeans_iterations"):
             if getattr(self, key) < 1:
                 raise ValueError(f"AdaCLIPConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if self.hsf_variant not in HSF_VARIANTS:
+            raise ValueError(f"AdaCLIPConfig.hsf_variant={self.hsf_variant!r}: expected one of {HSF_VARIANTS}")
         if not 0.0 <= self.hsf_alpha <= 1.0:
             raise ValueError(f"AdaCLIPConfig.hsf_alpha must lie in [0, 1], got {self.hsf_alpha}")
         if self.logit_scale <= 0:
@@ -205,6 +214,20 @@ def hsf_centre(tokens: list[torch.Tensor], labels: torch.Tensor, k: int) -> torc
     centres = (onehot.transpose(1, 2) @ per_patch) / counts.clamp_min(1)[..., None]
     present = (counts > 0).to(per_patch.dtype)
     centre = (centres * present[..., None]).sum(1) / present.sum(1, keepdim=True)
+    return F.normalize(centre, dim=-1)
+
+
+def hsf_paper_centre(tokens: torch.Tensor, abnormal: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """The paper's HSF centre (the release's commented-out version, ``adaclip.py:288-330``), normalised:
+    (B, C). ``tokens`` (B, N, C): every patch's token averaged over the layers; ``abnormal`` (B, N):
+    its anomaly probability; ``labels`` (B, N): its cluster. The centre is the mean token of the
+    cluster with the highest mean anomaly probability."""
+    onehot = F.one_hot(labels.to(tokens.device), k).to(tokens.dtype)  # (B, N, k)
+    counts = onehot.sum(1)
+    scores = (onehot * abnormal.to(tokens.dtype).unsqueeze(-1)).sum(1) / counts.clamp_min(1)
+    scores = scores.masked_fill(counts == 0, float("-inf"))
+    chosen = onehot.gather(2, scores.argmax(1)[:, None, None].expand(-1, onehot.shape[1], 1))  # (B, N, 1)
+    centre = (chosen * tokens).sum(1) / chosen.sum(1)
     return F.normalize(centre, dim=-1)
 
 
@@ -338,15 +361,21 @@ class AdaCLIP(AnomalyModel):
     def fuse(self, image_embedding: torch.Tensor, patches: list[torch.Tensor], maps: list[torch.Tensor]
              ) -> torch.Tensor:
         """HSF (``adaclip.py:241-286, 516-521``): ``normalize(alpha c + (1 - alpha) z)`` with ``c`` the
-        :func:`hsf_centre` of k-means clusters of the ``5 k`` patches most abnormal on the mean map."""
+        :func:`hsf_centre` of k-means clusters of the ``5 k`` patches most abnormal on the mean map
+        (``hsf_variant="paper"``: :func:`hsf_paper_centre` of all patches)."""
         config = self.config
         abnormal = torch.stack(maps).mean(0).softmax(dim=-1)[..., 1]  # (B, N)
+        generator = torch.Generator().manual_seed(config.seed)
+        if config.hsf_variant == "paper":
+            tokens = torch.stack(patches).mean(0)
+            k = min(config.k_clusters, tokens.shape[1])
+            centre = hsf_paper_centre(tokens, abnormal, kmeans_labels(tokens, k, config.kmeans_iterations, generator), k)
+            return F.normalize(config.hsf_alpha * centre + (1.0 - config.hsf_alpha) * image_embedding, dim=-1)
         n_selected = min(abnormal.shape[1], config.k_clusters * config.hsf_tokens_per_cluster)
         index = abnormal.topk(n_selected, dim=1).indices
         selected = [p.gather(1, index.unsqueeze(-1).expand(-1, -1, p.shape[-1])) for p in patches]
         k = min(config.k_clusters, n_selected)
-        labels = kmeans_labels(torch.cat(selected, dim=-1), k, config.kmeans_iterations,
-                               torch.Generator().manual_seed(config.seed))
+        labels = kmeans_labels(torch.cat(selected, dim=-1), k, config.kmeans_iterations, generator)
         centre = hsf_centre(selected, labels, k)
         return F.normalize(config.hsf_alpha * centre + (1.0 - config.hsf_alpha) * image_embedding, dim=-1)
 
