@@ -141,6 +141,27 @@ PAPER_PARAMETERS = 4 * 768 + (768 * 48 + 48) + (48 * 768 + 768)
 FAPROMPT_PARAMETERS = 83_760
 
 
+#: ViT-L-14-336's widths (vision 1024, text 768, joint 768) with 4 layers per tower: the trainable
+#: parameters depend only on the widths, the 4 taps and the prompt depth (<= 4), so a fast test pins them.
+SHALLOW_VIT_L = {"embed_dim": 768, "vision_cfg": {"image_size": 336, "layers": 4, "width": 1024, "patch_size": 14},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 4}}
+
+
+@pytest.fixture(scope="module")
+def shallow_vit_l(tmp_path_factory):
+    import json
+
+    import open_clip
+
+    from dapo.clip.backbone import load_backbone
+
+    path = tmp_path_factory.mktemp("openclip_configs") / "dapo-test-shallow-vit-l.json"
+    path.write_text(json.dumps(SHALLOW_VIT_L))
+    open_clip.add_model_config(path)
+    torch.manual_seed(0)
+    return load_backbone("dapo-test-shallow-vit-l", None, image_size=336)
+
+
 @pytest.fixture(scope="module")
 def paper_backbone():
     from dapo.clip.backbone import load_backbone
@@ -163,3 +184,10 @@ def test_paper_configuration_size_and_forward(paper_backbone):
     assert out.global_logits.shape == (1, 2) and out.text_embeddings.shape == (1, 2, 768)
     assert [tuple(s.shape) for s in out.stage_logits] == [(1, 2, 37, 37)] * 4
     assert torch.isfinite(out.global_logits).all()
+
+
+def test_parameter_count_at_the_paper_widths(shallow_vit_l):
+    count = sum(p.numel() for p in make_model("cocoop", shallow_vit_l).learnable_parameters().values())
+    assert count == PAPER_PARAMETERS == 77_616
+    twelve = make_model("cocoop", shallow_vit_l, n_ctx=12, ctx_init="")
+    assert sum(p.numel() for p in twelve.learnable_parameters().values()) == FAPROMPT_PARAMETERS
