@@ -33,3 +33,5 @@ from dapo.methods.registry import (  # noqa: F401
     table3_methods,
     training_for,
 )
+from dapo.methods import cocoop  # noqa: E402, F401
+from dapo.methods import adaclip  # noqa: E402, F401
