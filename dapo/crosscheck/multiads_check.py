@@ -28,12 +28,12 @@ from dapo.crosscheck.compare import compare, sorted_rows
 from dapo.crosscheck.driver import CheckResult, check_release_path, release_commit, release_quantities, run_release_side
 from dapo.crosscheck.inputs import synthetic_batch
 from dapo.crosscheck.mapping import adapters_to_linear_layer, linear_layer_to_adapters
-from dapo.methods.scoring import global_anomaly_score, predict
 from dapo.engine.train import make_optimizer, training_step
 from dapo.methods import training_for
 from dapo.methods.dapo.losses import config_probabilities, dice_loss, focal_loss, loss_terms
 from dapo.methods.dapo.model import DAPO
 from dapo.methods.dapo.prompts import handcrafted_state_prompts
+from dapo.methods.scoring import global_anomaly_score, predict
 
 VARIANT = "dapo-compact-12"
 VISION_LAYERS = 12

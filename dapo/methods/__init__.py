@@ -11,8 +11,10 @@ from __future__ import annotations
 # importing a method's module registers its presets (the registry's entries come from these imports)
 from dapo.methods import (  # noqa: F401
     aaclip,
+    adaclip,
     anomalyclip,
     clip_ac,
+    cocoop,
     faprompt,
     multiads,
     vip2clip,
@@ -33,5 +35,3 @@ from dapo.methods.registry import (  # noqa: F401
     table3_methods,
     training_for,
 )
-from dapo.methods import cocoop  # noqa: E402, F401
-from dapo.methods import adaclip  # noqa: E402, F401

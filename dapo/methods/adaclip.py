@@ -34,10 +34,10 @@ from torch import nn
 
 from dapo.clip.backbone import is_causal_mask, prepared_blocks
 from dapo.clip.vocabulary import check_prompts_fit, check_vocabulary, context_length
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.cocoop import seeded_linear
 from dapo.methods.contract import AnomalyModel, DAPOOutput, MethodConfig
 from dapo.methods.dapo.losses import dice_loss, focal_loss, stage_probabilities
+from dapo.methods.recipe import TrainConfig
 from dapo.methods.registry import Method, register
 from dapo.util.precision import compute_dtype
 

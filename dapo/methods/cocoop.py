@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from dapo.clip.vocabulary import check_prompts_fit, check_vocabulary, context_length, token_count
-from dapo.engine.recipe import TrainConfig
 from dapo.methods.contract import AnomalyModel, DAPOOutput, MethodConfig
 from dapo.methods.dapo.dpam import OFFICIAL_DPAM_LAYERS, OFFICIAL_VISION_LAYERS, run_vision_blocks, scaled_dpam_layers
 from dapo.methods.dapo.losses import global_loss, local_loss
 from dapo.methods.dapo.progressive import run_blocks
+from dapo.methods.recipe import TrainConfig
 from dapo.methods.registry import Method, register
 
 CLASS_NAMES = ("product", "object")
