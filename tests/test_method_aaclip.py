@@ -15,8 +15,9 @@ from torch.utils.data import default_collate
 from dapo.engine.checkpoint import load_trained, save_checkpoint
 from dapo.engine.inference import Predictor
 from dapo.engine.train import train
+from dapo.engine.two_stage import train_two_stage
 from dapo.methods import get, make_model
-from dapo.methods.aaclip import AACLIPConfig, adapted_count, residual_adapt, train_two_stage
+from dapo.methods.aaclip import AACLIPConfig, adapted_count, residual_adapt
 
 VOCABULARY = ("hole", "scratch")
 #: AA-CLIP's trainable parameters at ViT-L-14-336 (text width 768, vision width 1024, embedding

@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -412,27 +411,6 @@ def fit_to_backbone(config: AACLIPConfig, backbone, overrides: dict) -> AACLIPCo
     if "smoothing_sigma" not in overrides:
         config = config.with_overrides(smoothing_sigma=float(backbone.patch_size[0]))
     return config
-
-
-def train_two_stage(backbone, dataset, out_dir: str | Path, *, seed: int = 0, text: TrainConfig | None = None,
-                    image: TrainConfig | None = None, **train_kwargs):
-    """The release's order (``train.py:320-357``): stage 1 (text adapters) into ``out_dir/text``,
-    then stage 2 (vision adapters, anchors fixed) from its weights into ``out_dir/image``.
-    Returns ``(model, result)`` of stage 2, whose checkpoints hold both stages' weights."""
-    from dapo.engine.train import train
-    from dapo.methods.registry import make_model
-
-    out_dir = Path(out_dir)
-    text = text or text_stage_recipe().with_overrides(seed=seed)
-    image = image or aaclip_recipe().with_overrides(seed=seed)
-    first = make_model("aaclip", backbone, seed=seed, stage="text")
-    train(first, dataset, out_dir / "text", text, **train_kwargs)
-    second = make_model("aaclip", backbone, seed=seed, stage="image")
-    with torch.no_grad():
-        learned = first.learnable_parameters()
-        for name, parameter in second.learnable_parameters().items():
-            parameter.copy_(learned[name])
-    return second, train(second, dataset, out_dir / "image", image, **train_kwargs)
 
 
 register(Method("aaclip", AACLIP, aaclip, aaclip_recipe, paper=PAPER, fit=fit_to_backbone))
