@@ -26,3 +26,6 @@ from dapo.methods.registry import (  # noqa: F401
     register,
     training_for,
 )
+
+# isort: split
+from dapo.methods import aprilgan, winclip  # noqa: E402, F401
