@@ -3,6 +3,8 @@ the paper configurations (its own ViT-B/16+ at 240 px; ViT-L-14-336 at 518 px, s
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -157,6 +159,7 @@ def _paper_forward(model_name, image_size):
     return backbone, model, out
 
 
+@pytest.mark.slow
 def test_its_own_paper_configuration_vit_b16_plus_240():
     """WinCLIP's paper: OpenCLIP ViT-B/16+ at 240 px, 15 x 15 patches; 196 small and 169 mid windows."""
     backbone, model, out = _paper_forward("ViT-B-16-plus-240", 240)
@@ -168,9 +171,29 @@ def test_its_own_paper_configuration_vit_b16_plus_240():
 
 @pytest.mark.slow
 def test_dapo_paper_configuration_vit_l14_336_at_518():
-    """ViT-L-14-336 at 518 px: 37 x 37 patches, 36^2 small and 35^2 mid windows (CPU, minutes)."""
+    """ViT-L-14-336 at 518 px: 37 x 37 patches, 36^2 small and 35^2 mid windows. The whole image and
+    a few windows of each scale run here (every window: ~14 image forwards, minutes on a CPU; the
+    full forward is ``test_full_forward_vit_l14_336_at_518``)."""
+    from dapo.clip.backbone import load_backbone
+
+    torch.manual_seed(0)
+    backbone = load_backbone("ViT-L-14-336", None, image_size=518)
+    model = make_model("winclip", backbone)
+    assert backbone.grid_size() == (37, 37) and model.learnable_parameters() == {}
+    windows = model.windows((37, 37))
+    assert [w.shape for w in windows] == [(36 * 36, 4), (35 * 35, 9)]
+    with torch.no_grad():
+        tokens = backbone.embed_image(torch.randn(1, 3, 518, 518))
+        image = backbone.pool_image(run_blocks(backbone.vision_blocks, tokens)[0])
+        embeddings = [model.window_embeddings(tokens, w[[0, len(w) // 2, -1]]) for w in windows]
+    assert tokens.shape == (1, 1 + 37 * 37, 1024) and image.shape == (1, 768)
+    assert all(e.shape == (1, 3, 768) and torch.allclose(e.norm(dim=-1), torch.ones(1, 3)) for e in embeddings)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("DAPO_WINCLIP_FULL_518"), reason="every window of ViT-L-14-336 at 518 px: "
+                    "about 7 CPU-minutes; set DAPO_WINCLIP_FULL_518=1 to run it")
+def test_full_forward_vit_l14_336_at_518():
     backbone, model, out = _paper_forward("ViT-L-14-336", 518)
-    assert backbone.grid_size() == (37, 37)
-    assert [w.shape[0] for w in model.windows((37, 37))] == [36 * 36, 35 * 35]
     assert out.stage_logits[0].shape == (1, 2, 37, 37) and out.image_embedding.shape == (1, 768)
-    assert model.learnable_parameters() == {}
+    assert torch.isfinite(out.stage_logits[0]).all()
