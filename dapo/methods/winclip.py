@@ -47,9 +47,11 @@ NORMAL_STATES = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} withou
                  "{} without damage")
 #: Anomalous state words, WinCLIP appendix (the same four in both reproductions).
 ABNORMAL_STATES = ("damaged {}", "{} with flaw", "{} with defect", "{} with damage")
-#: Templates, WinCLIP appendix (template-level prompts). Both reproductions list "a jpeg corrupted
-#: photo of the {}." twice and lack "a cropped photo of a {}." and "a jpeg corrupted photo of a {}.";
-#: this list has the 22 distinct templates of the paper's pairs (article "a" / "the").
+#: Templates, WinCLIP appendix (template-level prompts): eleven wordings, each with "a" and "the".
+#: Both reproductions transcribe 21 of them with "a jpeg corrupted photo of the {}." twice and without
+#: "a cropped photo of a {}." and "a jpeg corrupted photo of a {}." (a slip: every other wording comes
+#: in both articles); this list has the 22 distinct ones. Not checked against the paper's own text
+#: (no copy in this project's papers): docs/methods/winclip.md.
 TEMPLATES = (
     "a cropped photo of the {}.", "a cropped photo of a {}.", "a close-up photo of a {}.",
     "a close-up photo of the {}.", "a bright photo of a {}.", "a bright photo of the {}.",
