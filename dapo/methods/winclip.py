@@ -231,7 +231,7 @@ class WinCLIP(AnomalyModel):
         if products is None:
             return self.encode_text()
         if len(products) != batch:
-            raise ValueError(f"products names {len(products)} images, the batch has {batch}")
+            raise ValueError(f"products gives {len(products)} names for a batch of {batch} images: one per image")
         return torch.stack([self.encode_text((), product) for product in products])
 
     # ------------------------------------------------------------------ image side
