@@ -192,7 +192,7 @@ def test_dapo_paper_configuration_vit_l14_336_at_518():
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("DAPO_WINCLIP_FULL_518"), reason="every window of ViT-L-14-336 at 518 px: "
-                    "about 7 CPU-minutes; set DAPO_WINCLIP_FULL_518=1 to run it")
+                    "about 6 minutes on a 2-core CPU; set DAPO_WINCLIP_FULL_518=1 to run it")
 def test_full_forward_vit_l14_336_at_518():
     backbone, model, out = _paper_forward("ViT-L-14-336", 518)
     assert out.stage_logits[0].shape == (1, 2, 37, 37) and out.image_embedding.shape == (1, 768)
