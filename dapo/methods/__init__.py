@@ -13,11 +13,13 @@ from dapo.methods import (  # noqa: F401
     aaclip,
     adaclip,
     anomalyclip,
+    aprilgan,
     clip_ac,
     cocoop,
     faprompt,
     multiads,
     vip2clip,
+    winclip,
 )
 from dapo.methods.dapo import presets as _dapo_presets  # noqa: F401
 from dapo.methods.registry import (  # noqa: F401
