@@ -414,6 +414,47 @@ def test_evaluate_without_masks_reports_image_level_metrics_only(capsys, tmp_pat
     assert "no masks/ folder" in err and "anomalous pixels" not in err  # undefined pixel metrics: not reported
 
 
+def test_a_training_free_method_is_evaluated_and_predicted_without_a_checkpoint(capsys, tmp_path, tiny_backbone,
+                                                                                tiny_image_size, tiny_model_name):
+    root = tmp_path / "widget"
+    write_folder(root, {"good": 3, "scratch": 2, "rust": 2}, shape=(32, 32), seed=5)
+    code, err = dapo(capsys, "evaluate", "--method", "winclip", "--dataset", "folder", "--root", root,
+                     "--out", tmp_path / "eval", "--no-progress", *TINY_BACKBONE)
+    assert code == 0, err
+    assert "WinCLIP from winclip (training-free)" in err
+    binary = pd.read_csv(tmp_path / "eval" / "binary_folder.csv", index_col="product")
+    dataset = FolderDataset(root, image_size=tiny_image_size, mean=tiny_backbone.mean, std=tiny_backbone.std)
+    predictor = Predictor(make_model("winclip", tiny_backbone), dataset.vocabulary("widget"), product="widget")
+    samples = [dataset[i] for i in range(len(dataset))]
+    scores = predictor(torch.stack([s["image"] for s in samples])).image_score.numpy()
+    expected = 100 * roc_auc_score([s["label"] for s in samples], scores)
+    assert binary.loc["widget", "image_auroc"] == pytest.approx(expected, rel=1e-5)
+    code, err = dapo(capsys, "predict", root / "scratch", "--defects", "scratch,rust", "--method", "clip_ac",
+                     "--out", tmp_path / "pred", "--no-progress", *TINY_BACKBONE)
+    assert code == 0 and len(pd.read_csv(tmp_path / "pred" / "predictions.csv")) == 2, err
+
+
+def test_method_and_checkpoint_must_agree_and_trained_methods_need_one(capsys, tmp_path, checkpoint):
+    common = ("--dataset", "folder", "--root", tmp_path, "--out", tmp_path / "eval", "--no-progress")
+    code, err = dapo(capsys, "evaluate", "--method", "aprilgan", *common, *TINY_BACKBONE)
+    assert code == 2 and "--method aprilgan is trained: pass its --checkpoint" in error_line(err)
+    code, err = dapo(capsys, "evaluate", "--method", "multiads", "--checkpoint", checkpoint, *common)
+    assert code == 2 and "holds 'DAPO', not --method multiads ('MultiADS')" in error_line(err)
+    code, err = dapo(capsys, "evaluate", "--method", "winclipp", *common, *TINY_BACKBONE)
+    assert code == 2 and "unknown method 'winclipp'; did you mean 'winclip'?" in error_line(err)
+
+
+def test_set_takes_the_fields_of_the_chosen_method(capsys, tmp_path, tiny_model_name):
+    write_folder(tmp_path / "parts", {"good": 2, "scratch": 2}, shape=(32, 32))
+    run = ("train", "--dataset", "folder", "--root", tmp_path / "parts", "--out", tmp_path / "run", "--epochs", 1,
+           "--no-progress", *TINY_BACKBONE)
+    code, err = dapo(capsys, *run, "--method", "cocoop", "--set", "aggregation=attention")
+    assert code == 2 and "not a field of CoCoOpConfig" in error_line(err)  # a DAPOConfig field, not CoCoOp's
+    code, err = dapo(capsys, *run, "--method", "cocoop", "--set", "meta_reduction=8")
+    assert code == 0, err
+    assert read_metadata(tmp_path / "run" / "epoch_001.safetensors")["config"].meta_reduction == 8
+
+
 # ----------------------------------------------------------------------------- entry points and help
 
 
