@@ -115,3 +115,30 @@ def make_tiny_dataset():
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(2, 3, TINY_IMAGE, TINY_IMAGE, generator=torch.Generator().manual_seed(1))
+
+
+#: ViT-L-14-336's widths (vision 1024, text 768, joint 768) with 4 layers per tower: trainable parameters
+#: that depend only on the widths, the 4 taps and a prompt depth <= 4 are pinned fast on it.
+SHALLOW_VIT_L = {"embed_dim": 768, "vision_cfg": {"image_size": 336, "layers": 4, "width": 1024, "patch_size": 14},
+                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 4}}
+
+
+@pytest.fixture(scope="session")
+def shallow_vit_l(tmp_path_factory):
+    """A randomly initialised 4-layer tower of ViT-L-14-336's widths at 336 px (shared: nothing may modify it)."""
+    from dapo.clip.backbone import load_backbone
+
+    path = tmp_path_factory.mktemp("openclip_configs") / "dapo-test-shallow-vit-l.json"
+    path.write_text(json.dumps(SHALLOW_VIT_L))
+    open_clip.add_model_config(path)
+    torch.manual_seed(0)
+    return load_backbone("dapo-test-shallow-vit-l", None, image_size=336)
+
+
+@pytest.fixture(scope="module")
+def paper_backbone():
+    """The paper configuration with random weights: ViT-L-14-336 at 518 px."""
+    from dapo.clip.backbone import load_backbone
+
+    torch.manual_seed(0)
+    return load_backbone("ViT-L-14-336", None, image_size=518)

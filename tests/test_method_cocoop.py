@@ -141,35 +141,6 @@ PAPER_PARAMETERS = 4 * 768 + (768 * 48 + 48) + (48 * 768 + 768)
 FAPROMPT_PARAMETERS = 83_760
 
 
-#: ViT-L-14-336's widths (vision 1024, text 768, joint 768) with 4 layers per tower: the trainable
-#: parameters depend only on the widths, the 4 taps and the prompt depth (<= 4), so a fast test pins them.
-SHALLOW_VIT_L = {"embed_dim": 768, "vision_cfg": {"image_size": 336, "layers": 4, "width": 1024, "patch_size": 14},
-                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 768, "heads": 12, "layers": 4}}
-
-
-@pytest.fixture(scope="module")
-def shallow_vit_l(tmp_path_factory):
-    import json
-
-    import open_clip
-
-    from dapo.clip.backbone import load_backbone
-
-    path = tmp_path_factory.mktemp("openclip_configs") / "dapo-test-shallow-vit-l.json"
-    path.write_text(json.dumps(SHALLOW_VIT_L))
-    open_clip.add_model_config(path)
-    torch.manual_seed(0)
-    return load_backbone("dapo-test-shallow-vit-l", None, image_size=336)
-
-
-@pytest.fixture(scope="module")
-def paper_backbone():
-    from dapo.clip.backbone import load_backbone
-
-    torch.manual_seed(0)
-    return load_backbone("ViT-L-14-336", None, image_size=518)
-
-
 @pytest.mark.slow
 def test_paper_configuration_size_and_forward(paper_backbone):
     model = make_model("cocoop", paper_backbone)
