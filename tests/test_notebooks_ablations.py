@@ -100,8 +100,8 @@ def test_grids_reach_the_sweep_as_parameterised_and_depths_scale_with_the_backbo
     depth, text = faked
     assert {"vision_depth": 4, "text_depth": 2, "tuning": "naive"} in depth  # half of 8 vision / 4 text layers
     assert {"vision_depth": None, "text_depth": None, "tuning": "progressive"} in depth  # full depth = the default
-    assert text == [{"text_depth": 2}, {"text_depth": None}]
+    assert text == [{"text_depth": 1}, {"text_depth": 2}, {"text_depth": 3}, {"text_depth": None}]  # quarters of 4
     resolved = table(tmp_path, "ablation_depth")
-    assert set(zip(resolved["vision_depth"], resolved["text_depth"])) == {(4, 2), (8, 4)}
+    assert set(zip(resolved["vision_depth"], resolved["text_depth"])) == {(2, 1), (4, 2), (6, 3), (8, 4)}
     per_product = table(tmp_path, "ablation_depth_per_product")
     assert set(per_product["product"]) == set(PRODUCTS) and per_product["vision_depth"].nunique() == 1
