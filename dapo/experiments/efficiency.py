@@ -346,7 +346,7 @@ LAYOUTS: dict[str, tuple[tuple[str, str, str, float], ...]] = {
     FAPROMPT_TABLE: (("Number of Para.", "parameters", "parameters", 1.0),
                      ("Training Time (ms / batch of 8)", "train_ms_per_batch", "train_ms_per_batch", 1.0),
                      ("Inference Time (ms / image)", "inference_ms_per_image", "inference_ms_per_image", 1.0)),
-    VIP2_TABLE: (("Training Time (h)", "train_hours", "train_ms_x_epochs", 1.0),
+    VIP2_TABLE: (("Training Time (h; measured: ms/batch × epochs)", "train_hours", "train_ms_x_epochs", 1.0),
                  ("Inference Time (ms)", "inference_ms_per_image", "inference_ms_per_image", 1.0),
                  ("GPU Cost (GB)", "gpu_memory_gb", "train_peak_gb", 1.0),
                  ("Trainable Parameters (M)", "parameters_m", "parameters", 1e-6)),
@@ -426,28 +426,65 @@ def parameter_check(counts: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _fmt(value, pattern: str) -> str:
+    return "" if pd.isna(value) else format(value, pattern)
+
+
+def measured_view(measured: pd.DataFrame) -> pd.DataFrame:
+    """The measured records as text: medians ± std, memory in GB, ratios to AnomalyCLIP (x)."""
+    data = with_ratios(measured)
+    out = pd.DataFrame(index=pd.Index(data["label"], name="method"))
+    out["parameters"] = [_fmt(v, ",.0f") for v in data["parameters"]]
+    for column, heading in (("train_ms_per_batch", "train ms / batch"), ("inference_ms_per_image", "inference ms / image")):
+        out[heading] = [f"{_fmt(m, '.1f')} ± {_fmt(s, '.1f')}" if pd.notna(m) else ""
+                        for m, s in zip(data[column], data[f"{column}_pm"])]
+    for column, heading in (("train_peak_gb", "train peak GB"), ("train_added_gb", "train added GB"),
+                            ("inference_peak_gb", "inference peak GB")):
+        out[heading] = [_fmt(v, ".3f") for v in data[column]]
+    for column, heading in (("parameters", "params"), ("train_ms_per_batch", "train"),
+                            ("inference_ms_per_image", "inference"), ("train_peak_gb", "train memory")):
+        out[f"{heading} ×AnomalyCLIP"] = [_fmt(v, ".2f") for v in data[f"{column}_ratio"]]
+    return out
+
+
+def layout_view(layout: pd.DataFrame) -> pd.DataFrame:
+    """A :func:`paper_layout` frame as text: counts without decimals, ratios with 2, the rest with 2 significant
+    decimals (as the papers print them)."""
+    out = pd.DataFrame(index=layout.index)
+    for heading, side in layout.columns:
+        pattern = ".2f" if "ratio" in side else (",.0f" if heading == "Number of Para." else ".2f")
+        out[(heading, side)] = [_fmt(v, pattern) for v in layout[(heading, side)]]
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    return out
+
+
 # ----------------------------------------------------------------------------- figure and sentences
 
 
 def ratio_figure(layouts: dict[str, pd.DataFrame], title: str = ""):
     """Bars of the ratios to AnomalyCLIP, measured beside the papers', one panel per column of each
-    layout (:func:`paper_layout`); a method without a value has no bar. A dashed line marks 1."""
+    layout (:func:`paper_layout`), on a log axis (ratios of 0, training-free methods, and missing
+    values have no bar). A dashed line marks 1 (AnomalyCLIP)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    panels = [(table, heading) for table, layout in layouts.items()
-              for heading in dict.fromkeys(layout.columns.get_level_values(0))]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8), squeeze=False)
-    for ax, (table, heading) in zip(axes[0], panels):
+    grid = [(table, list(dict.fromkeys(layout.columns.get_level_values(0)))) for table, layout in layouts.items()]
+    width = max(len(headings) for _, headings in grid)
+    fig, axes = plt.subplots(len(grid), width, figsize=(3.6 * width, 4.2 * len(grid)), squeeze=False)
+    for r, (table, headings) in enumerate(grid):
         layout = layouts[table]
-        ours, theirs = layout[(heading, "measured ratio")], layout[(heading, "paper ratio")]
-        x = np.arange(len(layout))
-        ax.bar(x - 0.2, ours.to_numpy(dtype=float), 0.4, label="measured here")
-        ax.bar(x + 0.2, theirs.to_numpy(dtype=float), 0.4, label="paper (reported)")
-        ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_xticks(x, layout.index, rotation=60, ha="right", fontsize=8)
-        ax.set_title(f"{table}\n{heading}", fontsize=9)
-        ax.set_ylabel("ratio to AnomalyCLIP")
+        for ax in axes[r][len(headings):]:
+            ax.set_visible(False)
+        for ax, heading in zip(axes[r], headings):
+            ours, theirs = layout[(heading, "measured ratio")], layout[(heading, "paper ratio")]
+            x = np.arange(len(layout))
+            ax.bar(x - 0.2, ours.to_numpy(dtype=float), 0.4, label="measured here")
+            ax.bar(x + 0.2, theirs.to_numpy(dtype=float), 0.4, label="paper (reported)")
+            ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+            ax.set_yscale("log")
+            ax.set_xticks(x, layout.index, rotation=60, ha="right", fontsize=8)
+            ax.set_title(f"{table}\n{heading}", fontsize=9)
+            ax.set_ylabel("ratio to AnomalyCLIP")
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
