@@ -139,3 +139,27 @@ def test_sentences_come_from_the_layout():
 def test_name_keys_match_printed_and_registry_names():
     assert eff.name_key("APRIL-GAN") == eff.name_key("AprilGAN") == eff.name_key("aprilgan")
     assert eff.name_key("ViP²-CLIP") == eff.name_key("vip2clip") and eff.name_key("AA-CLIP") == "aaclip"
+
+
+def test_views_format_the_numbers_as_printed():
+    measured = _measured().assign(train_added_gb=0.5, inference_peak_gb=1.25)
+    view = eff.measured_view(measured)
+    assert view.loc["FAPrompt", "train ms / batch"] == "300.0 ± 1.0"
+    assert view.loc["WinCLIP", "train ms / batch"] == "" and view.loc["AprilGAN", "params ×AnomalyCLIP"] == "0.50"
+    layout = eff.layout_view(eff.paper_layout(measured, eff.FAPROMPT_TABLE))
+    assert layout.loc["FAPrompt", ("Number of Para.", "paper")] == "9,612,256"
+    check = eff.parameter_view(eff.parameter_check(measured[["method", "label", "parameters"]]))
+    assert check.loc["AnomalyCLIP", eff.FAPROMPT_TABLE] == "5,555,200"
+    assert check.loc["AnomalyCLIP", f"ratio to {eff.FAPROMPT_TABLE}"] == f"{1000 / 5555200:.3f}"
+    assert check.loc["DAPO", eff.VIP2_TABLE] == ""
+
+
+def test_one_measurement_fills_every_column_on_the_tiny_backbone(tiny_backbone):
+    """Plumbing only (what is measured, not how long it took): a trainable and a training-free method."""
+    setup = eff.Setup(batch_size=2, repeats=1, warmup=0)
+    trained = eff.measure_method("anomalyclip", tiny_backbone, ("hole", "scratch"), "part", setup)
+    assert set(eff.MEASURED) <= set(trained) and trained["parameters"] > 0 and trained["recipe_epochs"] == 15
+    assert trained["train_ms_per_batch"] > 0 and math.isnan(trained["train_ms_per_batch_pm"])  # one repeat: no std
+    free = eff.measure_method("clip_ac", tiny_backbone, ("hole", "scratch"), "part", setup)
+    assert free["parameters"] == 0 and math.isnan(free["train_ms_per_batch"]) and free["inference_ms_per_image"] > 0
+    assert free["batch_size"] == 2 and free["device"].startswith("CPU (")

@@ -452,10 +452,20 @@ def layout_view(layout: pd.DataFrame) -> pd.DataFrame:
     decimals (as the papers print them)."""
     out = pd.DataFrame(index=layout.index)
     for heading, side in layout.columns:
-        pattern = ".2f" if "ratio" in side else (",.0f" if heading == "Number of Para." else ".2f")
+        pattern = (".2f" if "ratio" in side else ",.0f" if heading == "Number of Para." else
+                   ".4f" if "(M)" in heading and side == "measured" else ".2f")
         out[(heading, side)] = [_fmt(v, pattern) for v in layout[(heading, side)]]
     out.columns = pd.MultiIndex.from_tuples(out.columns)
     return out
+
+
+def parameter_view(check: pd.DataFrame) -> pd.DataFrame:
+    """:func:`parameter_check` as text: counts with thousands separators, ratios with 3 decimals."""
+    out = pd.DataFrame({"method": check["label"], "parameters": [_fmt(v, ",.0f") for v in check["parameters"]]})
+    for table in (FAPROMPT_TABLE, VIP2_TABLE):
+        out[table] = [_fmt(v, ",.0f") for v in check[table]]
+        out[f"ratio to {table}"] = [_fmt(v, ".3f") for v in check[f"ratio to {table}"]]
+    return out.set_index("method")
 
 
 # ----------------------------------------------------------------------------- figure and sentences
