@@ -127,7 +127,15 @@ def test_sentences_come_from_the_layout():
     lines = eff.ratio_lines(layout, measured)
     train = next(line for line in lines if line.startswith("Training Time"))
     assert "APRIL-GAN 0.50 (paper 0.40)" in train and "FAPrompt 1.50 (paper 1.48)" in train
-    assert "for 2 of the 2 other methods" in train  # both clearly on the paper's side of 1
+    assert "clearly (> 2 std of the repetitions) on the same side of 1 as the paper for 2 of the 2" in train
+    params = next(line for line in lines if line.startswith("Number of Para."))
+    assert "on the same side of 1 as the paper for 3 of the 3 other methods" in params  # WinCLIP, APRIL-GAN, FAPrompt
+    noisy = measured.assign(train_ms_per_batch_pm=[1.0, 80.0, 1.0, 1.0, float("nan")])  # APRIL-GAN's 100 ± 80
+    train = next(line for line in eff.ratio_lines(layout, noisy) if line.startswith("Training Time"))
+    assert "for 1 of the 2 other methods" in train
+    single = measured.assign(train_ms_per_batch_pm=float("nan"))  # one repetition: no spread
+    train = next(line for line in eff.ratio_lines(layout, single) if line.startswith("Training Time"))
+    assert train.endswith("; 2 not judged (one repetition)")
     check = eff.parameter_check(measured[["method", "label", "parameters"]])
     assert check.set_index("method").loc["faprompt", eff.FAPROMPT_TABLE] == 9612256
     assert check.set_index("method").loc["faprompt", eff.VIP2_TABLE] == pytest.approx(9.61e6)

@@ -505,17 +505,20 @@ def ratio_figure(layouts: dict[str, pd.DataFrame], title: str = ""):
 def ratio_lines(layout: pd.DataFrame, measured: pd.DataFrame, reference: str = REFERENCE_METHOD,
                 decimals: int = 2) -> list[str]:
     """One sentence per column of a :func:`paper_layout` frame: each method's measured ratio to the
-    reference beside the paper's, and for how many methods both fall on the same side of 1. A
-    timed ratio counts as away from 1 only when the difference of the medians is clear against the
-    repeats' spread (:func:`dapo.experiments.verdicts.classify` without a minimum effect: > 2 std)."""
-    from dapo.experiments.verdicts import CLEAR, classify
+    reference beside the paper's, and for how many of the methods both measure the two ratios lie on
+    the same side of 1. For a timed column a ratio counts only when the difference of the medians
+    is clear against the repetitions' spread (:func:`dapo.experiments.verdicts.classify` without a
+    minimum effect: > 2 std); with one repetition it is not judged. Counts and memory have no spread:
+    the side of 1 is read as it is."""
+    from dapo.experiments.verdicts import CLEAR, ONE_SEED, classify
 
     rows = measured.set_index("method")
     methods = layout.attrs["methods"]  # layout row -> measured method
     columns = {heading: column for heading, _, column, _ in LAYOUTS[layout.attrs["table"]]}
     lines = []
     for heading in dict.fromkeys(layout.columns.get_level_values(0)):
-        column, parts, agree, told = columns[heading], [], 0, 0
+        column, parts, same, told, unjudged = columns[heading], [], 0, 0, 0
+        timed = f"{column}_pm" in rows.columns
         for row, values in layout.iterrows():
             ours, theirs = values[(heading, "measured ratio")], values[(heading, "paper ratio")]
             if pd.isna(ours):
@@ -524,17 +527,25 @@ def ratio_lines(layout: pd.DataFrame, measured: pd.DataFrame, reference: str = R
             method = methods.get(row)
             if pd.isna(theirs) or method in (None, reference):
                 continue
-            away = ours != 1.0
-            if f"{column}_pm" in rows.columns:
+            counts = True
+            if timed:
                 diff = rows.loc[method, column] - rows.loc[reference, column]
                 std = (rows.loc[method, f"{column}_pm"] ** 2 + rows.loc[reference, f"{column}_pm"] ** 2) ** 0.5
-                away = classify(diff, std, min_effect=0.0) == CLEAR
+                verdict = classify(diff, std, min_effect=0.0)
+                if verdict == ONE_SEED:
+                    unjudged += 1
+                    continue
+                counts = verdict == CLEAR
             told += 1
-            agree += bool(away and (ours > 1) == (theirs > 1))
-        if parts:
-            verdict = (f"; the same side of 1 as the paper, clearly, for {agree} of the {told} other methods "
-                       f"both measure") if told else ""
-            lines.append(f"{heading}, ratio to {rows.loc[reference, 'label']}: {', '.join(parts)}{verdict}")
+            same += bool(counts and ours != 1.0 and (ours > 1) == (theirs > 1))
+        if not parts:
+            continue
+        how = "clearly (> 2 std of the repetitions) " if timed else ""
+        verdict = f"; {how}on the same side of 1 as the paper for {same} of the {told} other methods both measure" \
+            if told else ""
+        if unjudged:
+            verdict += f"; {unjudged} not judged (one repetition)"
+        lines.append(f"{heading}, ratio to {rows.loc[reference, 'label']}: {', '.join(parts)}{verdict}")
     return lines
 
 
