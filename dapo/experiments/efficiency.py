@@ -473,10 +473,11 @@ def parameter_view(check: pd.DataFrame) -> pd.DataFrame:
 
 def ratio_figure(layouts: dict[str, pd.DataFrame], title: str = ""):
     """Bars of the ratios to AnomalyCLIP, measured beside the papers', one panel per column of each
-    layout (:func:`paper_layout`), on a log axis (ratios of 0, training-free methods, and missing
-    values have no bar). A dashed line marks 1 (AnomalyCLIP)."""
+    layout (:func:`paper_layout`), each bar from 1 (AnomalyCLIP, dashed) up or down to the ratio on a
+    log axis (ratios of 0, training-free methods, and missing values have no bar)."""
     import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.ticker import FuncFormatter
 
     grid = [(table, list(dict.fromkeys(layout.columns.get_level_values(0)))) for table, layout in layouts.items()]
     width = max(len(headings) for _, headings in grid)
@@ -488,13 +489,20 @@ def ratio_figure(layouts: dict[str, pd.DataFrame], title: str = ""):
         for ax, heading in zip(axes[r], headings):
             ours, theirs = layout[(heading, "measured ratio")], layout[(heading, "paper ratio")]
             x = np.arange(len(layout))
-            ax.bar(x - 0.2, ours.to_numpy(dtype=float), 0.4, label="measured here")
-            ax.bar(x + 0.2, theirs.to_numpy(dtype=float), 0.4, label="paper (reported)")
+            for shift, ratios, name in ((-0.2, ours, "measured here"), (0.2, theirs, "paper (reported)")):
+                values = ratios.to_numpy(dtype=float, copy=True)
+                values[~(values > 0)] = np.nan  # 0 and missing: no bar on the log axis
+                ax.bar(x + shift, values - 1.0, 0.4, bottom=1.0, label=name)  # from 1 up or down to the ratio
             ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.set_xticks(x, layout.index, rotation=60, ha="right", fontsize=8)
             ax.set_title(f"{table}\n{heading}", fontsize=9)
             ax.set_ylabel("ratio to AnomalyCLIP")
+    fig.canvas.draw()  # autoscaled limits: within one decade the minor ticks carry the labels
+    for ax in axes.flat:
+        low, high = ax.get_ylim()
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _, few=high < 10 * low: f"{v:.2g}" if few else ""))
     axes[0][0].legend(fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
