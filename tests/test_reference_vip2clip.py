@@ -7,7 +7,7 @@ import pytest
 
 from dapo.reference import PAPER_LABEL, paper_numbers, paper_table
 
-TABLE = "ViP2-CLIP Table 1"
+TABLE = "ViP²-CLIP Table 1"
 METHODS = ["WinCLIP", "APRIL-GAN", "AnomalyCLIP", "AdaCLIP", "AA-CLIP", "FAPrompt", "ViP²-CLIP"]
 DATASETS = ["mvtec", "visa", "mpdd", "ksdd", "btad", "dagm", "dtd_synthetic", "mean"]
 

@@ -281,6 +281,10 @@ EXTRAS: dict[str, tuple[Parameter, ...]] = {
                                      settings_list("dapo"))),
     "12_diagnosis": (SEEDS, Parameter("eval_epochs", [1, 2, 5], "epochs evaluated in (d) (training runs to the last)",
                                       epoch_list)),
+    "14_efficiency": (Parameter("repeats", 10, "timed repetitions per method and phase, after 2 warm-up ones "
+                                "(median ± std); smoke: 2 after 1", integer(minimum=1)),
+                      Parameter("variants", False, "also measure the variant presets (<method>_<variant>: "
+                                "ablations, release twins, inference variants)", boolean)),
     # Ablations (Figs. 5-8, Tables 6-7). Defaults: the fewest points that test each claim (3 values per
     # axis bracketing the default 4x, both tunings at half and full depth), 3 seeds each: 81 training
     # epochs and 57 evaluations for 06-09 together, the default DAPO runs shared. The comments name the

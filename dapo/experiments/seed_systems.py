@@ -18,7 +18,7 @@ import pandas as pd
 
 from dapo.experiments.tables import summarise
 
-TABLE = "ViP2-CLIP Table 1"
+TABLE = "ViP²-CLIP Table 1"
 #: ViP²-CLIP Table 1's columns (its method names, as stored in ``dapo.reference``), in its order.
 VIP2CLIP_COLUMNS = ("WinCLIP", "APRIL-GAN", "AnomalyCLIP", "AdaCLIP", "AA-CLIP", "FAPrompt", "ViP²-CLIP")
 #: DAPO Table 3 row names that ViP²-CLIP Table 1 prints under another name.

@@ -2,8 +2,10 @@
 
 Every number printed in the result tables of DAPO (Tables 1-4, 6-14), in the MultiADS
 tables DAPO compares against (MultiADS Tables 1-5) and in ViP²-CLIP's industrial comparison
-(ViP²-CLIP Table 1) is one row of a tidy CSV in this package,
-exactly as printed (in percent). These are *reported* numbers, never measured here: every
+(ViP²-CLIP Table 1) is one row of a tidy CSV in this package, exactly as printed (in percent);
+so are the cost tables of FAPrompt (appendix Table 3) and ViP²-CLIP (Table 3), whose metrics
+(:data:`EFFICIENCY_METRICS`) carry their unit in the name (``train_ms_per_batch``,
+``parameters_m``) and whose printed ``±`` is a metric of its own (``*_pm``). These are *reported* numbers, never measured here: every
 frame returned carries ``profile == PAPER_LABEL`` and ``attrs["label"] == PAPER_LABEL``.
 
 Columns (``SCHEMA``): ``table`` ("DAPO Table 8"), ``source_paper`` (the paper that prints
@@ -53,13 +55,16 @@ DATA_DIR = Path(__file__).resolve().parent
 SCHEMA = ("table", "source_paper", "task", "train_dataset", "dataset", "product", "defect", "seen",
           "method", "metric", "value", "notes")
 KEY = SCHEMA[:10]
-SOURCES = ("DAPO", "MultiADS")
-SOURCES += ("ViP2-CLIP",)  # ViP²-CLIP Table 1
+SOURCES = ("DAPO", "MultiADS", "FAPrompt", "ViP²-CLIP")
 DATASETS = ("mvtec", "visa", "mpdd", "mad_sim", "mad_real", "real_iad", "internal")
 DATASETS += ("btad", "ksdd", "dagm", "dtd_synthetic", "mean")  # ViP²-CLIP Table 1 ("mean": its AVERAGE row)
-METRICS = ("pixel_auroc", "pixel_ap", "pixel_f1", "pixel_aupro", "image_auroc", "image_ap", "image_f1",
-           "multilabel_precision", "multilabel_recall", "multilabel_f1", "delta_ap")
-METRICS += ("pixel_f1_max",)  # ViP²-CLIP Table 1: the binary map's F1-max (pixel_f1: multi-type argmax F1)
+PERCENT_METRICS = ("pixel_auroc", "pixel_ap", "pixel_f1", "pixel_aupro", "image_auroc", "image_ap", "image_f1",
+                   "multilabel_precision", "multilabel_recall", "multilabel_f1", "delta_ap")
+PERCENT_METRICS += ("pixel_f1_max",)  # ViP²-CLIP Table 1: the binary map's F1-max (pixel_f1: multi-type argmax F1)
+#: Cost metrics (FAPrompt and ViP²-CLIP Table 3), unit in the name; ``*_pm``: the printed ± of the one before.
+EFFICIENCY_METRICS = ("parameters", "parameters_m", "train_ms_per_batch", "train_ms_per_batch_pm", "train_hours",
+                      "inference_ms_per_image", "inference_ms_per_image_pm", "gpu_memory_gb")
+METRICS = PERCENT_METRICS + EFFICIENCY_METRICS
 TABLES_FILE = "tables.csv"
 
 Filter = str | Iterable[str] | None
@@ -216,5 +221,5 @@ def paper_products(dataset: str | None = None) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-__all__ = ["PAPER_LABEL", "SCHEMA", "DATASETS", "METRICS", "available_tables", "dataset_statistics",
+__all__ = ["PAPER_LABEL", "SCHEMA", "DATASETS", "METRICS", "PERCENT_METRICS", "EFFICIENCY_METRICS", "available_tables", "dataset_statistics",
            "paper_numbers", "paper_products", "paper_table", "side_by_side"]
