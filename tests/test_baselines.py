@@ -92,3 +92,14 @@ def test_unknown_method_and_bad_overrides_fail():
         config_for("dapo", tuning="sideways")
     with pytest.raises(ValueError, match="text_depth=0"):
         config_for("multiads", text_depth=None)
+
+
+@pytest.mark.slow
+def test_anomalyclip_counts_the_papers_parameters_less_the_unused_projections(paper_backbone):
+    """FAPrompt's and ViP²-CLIP's Table 3 give AnomalyCLIP 5,555,200 trainable parameters: the release
+    also builds ``compound_prompt_projections``, 8 x Linear(768, 896) that its forward pass never calls."""
+    model = make_model("anomalyclip", paper_backbone)
+    count = sum(p.numel() for p in model.learnable_parameters().values())
+    unused = 8 * (768 * 896 + 896)
+    assert count == 12 * 768 * 2 + 8 * 4 * 768 == 43_008  # two 12-token contexts, 4 deep tokens at 8 text layers
+    assert count + unused == 5_555_200
