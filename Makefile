@@ -71,6 +71,7 @@ benchmarks: venv
 	$(PY) benchmarks/bench_model.py
 	$(PY) benchmarks/bench_metrics.py
 	$(PY) benchmarks/bench_pretrain_loader.py
+	$(PY) benchmarks/bench_pipeline.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -214,7 +214,7 @@ def _normalised(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
-def _training_data(cfg: ProfileConfig, preset):
+def training_data(cfg: ProfileConfig, preset):
     """The profile's training dataset opened for a recipe (multi-defect images per the recipe)."""
     dataset = open_profile_dataset(cfg, cfg.train_dataset, split="test", vocab_scope="dataset",
                                    exclude_multi_defect=preset.training.multi_defect == "exclude")
@@ -257,7 +257,7 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     model = make_model(method, backbone, seed=seed, **_model_overrides(method, overrides))
     if not model.learnable_parameters():
         return model.to(dev), None  # training-free baseline (e.g. CLIP-AC)
-    dataset = _training_data(cfg, recipe)
+    dataset = training_data(cfg, recipe)
     vocabulary = training_words(training_vocabulary(dataset), cfg.train_dataset, recipe.training)
     folder = checkpoint_dir(run_dir, method, seed, overrides, None if epochs == standard_epochs(cfg, recipe) else epochs)
     with folder_lock(folder):
