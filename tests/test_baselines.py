@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from dapo.engine.checkpoint import load_trained, read_metadata, save_checkpoint
 from dapo.engine.inference import Predictor
 from dapo.engine.train import training_step
 from dapo.methods import METHODS, config_for, make_model
@@ -35,6 +36,24 @@ def test_method_runs_predicts_and_trains(method, tiny_backbone, tiny_dataset, im
     terms = training_step(model, torch.optim.Adam(learnable.values(), lr=1e-3), batch, VOCABULARY)
     assert all(torch.isfinite(torch.tensor(v)) for v in terms.values())
     assert any(not torch.equal(v, before[k]) for k, v in model.learnable_parameters().items())
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_survives_its_checkpoint(method, tiny_backbone, images, test_prompts, tmp_path):
+    """The contract's checkpoint path: any method is saved with its family and rebuilt identically
+    (a training-free one is rebuilt from its configuration alone, with the same predictions)."""
+    model = build(method, tiny_backbone, test_prompts)
+    with torch.no_grad():
+        for parameter in model.learnable_parameters().values():
+            parameter.add_(0.01 * torch.randn_like(parameter))  # not the initialisation: the file must carry it
+    path = save_checkpoint(model, tmp_path / "epoch_001.safetensors", epoch=1, vocabulary=VOCABULARY)
+    assert read_metadata(path)["family"] == model.family
+    loaded = load_trained(path, tiny_backbone)
+    assert type(loaded) is type(model) and loaded.config == model.config
+    first = Predictor(model, VOCABULARY, product="widget", precision="fp32")(images)
+    again = Predictor(loaded, VOCABULARY, product="widget", precision="fp32")(images)
+    for key in first.keys():
+        assert torch.equal(first[key], again[key]), (method, key)
 
 
 def test_what_each_baseline_learns(tiny_backbone, test_prompts):
