@@ -52,8 +52,10 @@ nbval-refs: venv
 
 ## Execute the notebooks in order with papermill (synthetic profile by default). Resumes: a
 ## notebook that completed with unchanged inputs (results/<profile>/notebooks/manifest.json) is
-## skipped. FORCE=1 reruns every notebook; JOBS=2 runs two at once, one thread each.
-JOBS ?= 1
+## skipped. FORCE=1 reruns every notebook. JOBS=2 (the default, as the committed results were
+## made) runs two notebooks at once, one torch thread each; JOBS=1 runs one with torch's default
+## threads, whose trainings end a few last digits away (docs/REPRODUCING.md).
+JOBS ?= 2
 reproduce: venv
 	$(PY) -m dapo.experiments.run_notebooks --profile $(PROFILE) -j $(JOBS) $(if $(FORCE),--force)
 

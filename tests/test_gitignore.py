@@ -1,4 +1,4 @@
-"""Only the headline checkpoints (each method's default setting) can be committed; optimizer
+"""Only the headline checkpoints (DAPO's, MultiADS's and AnomalyCLIP's default setting) can be committed; optimizer
 states, evaluation caches and sweep settings stay out of git."""
 
 from __future__ import annotations
@@ -12,10 +12,11 @@ from dapo.util.paths import REPO_ROOT
 
 RUN = "results/synthetic/checkpoints"
 KEPT = [f"{RUN}/dapo/default/seed0/epoch_002.safetensors", f"{RUN}/multiads/default/seed1/loss_history.csv",
-        f"{RUN}/dapo/default/seed0/config.json"]
+        f"{RUN}/dapo/default/seed0/config.json", f"{RUN}/anomalyclip/default/seed2/epoch_001.safetensors"]
 IGNORED = [f"{RUN}/dapo/default/seed0/optimizer_state_epoch_002.pt",
            f"{RUN}/dapo/default/seed0/evaluations/binary-epoch_002-0123456789ab.csv",
-           f"{RUN}/dapo/lam=8/seed1/epoch_002.safetensors", f"{RUN}/dapo/n_ctx=4-d1e2f3/seed0/config.json",
+           f"{RUN}/dapo/lam=8/seed1/epoch_002.safetensors", f"{RUN}/adaclip/default/seed0/epoch_002.safetensors",
+           f"{RUN}/faprompt/default/seed1/config.json", f"{RUN}/dapo/n_ctx=4-d1e2f3/seed0/config.json",
            "results/synthetic/trained_on_synthetic_target/checkpoints/dapo/default/seed0/epoch_002.safetensors",
            "results/smoke/table1_multitype.csv", "data/synthetic/x.png"]
 
