@@ -54,6 +54,8 @@ def test_second_run_skips_unchanged_and_reruns_only_the_changed_notebook(noteboo
     assert manifest["00_a"]["completed"] and manifest["01_b"]["completed"]
     assert manifest["00_a"]["parameters"] == {"profile": "synthetic", "smoke": True}
     assert f"run {first_id} threads" in printed(out / "00_a.ipynb")  # DAPO_RUN_ID reached the kernel
+    meta = nbformat.read(str(out / "00_a.ipynb"), as_version=4).metadata["papermill"]
+    assert (meta["input_path"], meta["output_path"]) == (".../00_a.ipynb", ".../00_a.ipynb")  # no machine path
     capsys.readouterr()
 
     run(notebooks, out)
@@ -145,3 +147,10 @@ def test_manifest_is_not_committed():
     result = subprocess.run(["git", "check-ignore", "-q", "--no-index", "results/synthetic/notebooks/manifest.json"],
                             cwd=REPO_ROOT)
     assert result.returncode == 0, "results/<profile>/notebooks/manifest.json must be git-ignored"
+
+
+def test_shown_paths_are_relative_to_the_repository_or_only_a_name():
+    from dapo.util.paths import shown_path
+
+    assert shown_path(REPO_ROOT / "results" / "synthetic" / "checkpoints") == "results/synthetic/checkpoints"
+    assert shown_path("/somewhere/else/run.ipynb") == ".../run.ipynb"

@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dapo.util.paths import shown_path
+
 DEFAULT_SETTING = "default"
 MAX_SETTING_NAME = 96
 LOCK_FILE = ".lock"
@@ -118,7 +120,7 @@ def folder_lock(folder: str | Path, *, wait: bool = True) -> Iterator[None]:
             if not wait:
                 raise FolderBusyError(f"another process is training in {folder} (it holds {folder / LOCK_FILE}); "
                                       f"wait for it to finish, or train into another folder") from None
-            print(f"[dapo] waiting: another process is training in {folder}", flush=True)
+            print(f"[dapo] waiting: another process is training in {shown_path(folder)}", flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         _HELD[folder] = 1
         try:

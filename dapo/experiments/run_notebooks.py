@@ -150,7 +150,24 @@ def execute(notebook: str, out: str, params: dict, env: dict) -> float:
     start = time.perf_counter()
     pm.execute_notebook(notebook, out, parameters=params, cwd=str(REPO_ROOT),
                         kernel_name="python3", progress_bar=False)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    relative_paths(out)
+    return seconds
+
+
+def relative_paths(executed: str | Path) -> None:
+    """Papermill records the input and output notebooks' absolute paths in the metadata: shown
+    relative to the repository instead (no machine paths in a committed notebook)."""
+    import nbformat
+
+    from dapo.util.paths import shown_path
+
+    nb = nbformat.read(str(executed), as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = shown_path(meta[key])
+    nbformat.write(nb, str(executed))
 
 
 def run(profile: str = "synthetic", smoke: bool = False, only: list[str] | None = None,

@@ -30,7 +30,7 @@ from dapo.engine.ledger import record_model
 from dapo.experiments.profiles import ProfileConfig, resolve_profile
 from dapo.experiments.reporting import Provenance, save_figure, save_table, write_provenance
 from dapo.util.paths import figures_dir as default_figures_dir
-from dapo.util.paths import results_dir
+from dapo.util.paths import results_dir, shown_path  # noqa: F401 (shown_path re-exported for notebook 00)
 from dapo.util.precision import resolve_device, resolve_precision, set_run_precision
 from dapo.util.progress import tqdm
 
@@ -88,16 +88,6 @@ class Run:
                 f"precision={self.precision}, backbone={self.cfg.backbone}/{self.cfg.pretrained} @ "
                 f"{self.cfg.image_size}px, train={self.cfg.train_dataset}, targets={list(self.cfg.target_datasets)}"
                 f"\n    results -> {shown_path(self.out_dir)}\n    figures -> {shown_path(self.fig_dir)})")
-
-
-def shown_path(path: Path) -> str:
-    """``path`` relative to the repository when inside it (no machine paths in executed notebooks)."""
-    from dapo.util.paths import REPO_ROOT
-
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return f".../{Path(path).name}"
 
 
 def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0, data_root=None,
