@@ -351,3 +351,20 @@ def test_ksdd_records_survive_a_copy_of_the_tree(ksdd, tmp_path):
     second = open_dataset("ksdd", copy, image_size=SIZE)
     assert [(Path(r.path).relative_to(ksdd), r.rows) for r in first.records] == [
         (Path(r.path).relative_to(copy), r.rows) for r in second.records]
+
+
+# ----------------------------------------------------------------------------- writers
+@pytest.mark.parametrize("layout", ["btad", "ksdd", "dtd_synthetic"])
+def test_only_dagm_writes_defective_train_images(tmp_path, layout):
+    with pytest.raises(ValueError, match="only good images in the train split"):
+        write_tree(layout, tmp_path, [_bad("p", "defect", TOP, split="train")])
+
+
+@pytest.mark.parametrize("layout, mask_file", [("btad", "p/ground_truth/ko/000.png"),
+                                                ("dtd_synthetic", "p/ground_truth/bad/000.png"),
+                                                ("dagm", "p/Test/Label/0001_label.PNG"),
+                                                ("ksdd", "p/Part0_label.bmp")])
+def test_single_class_writers_store_the_union_of_an_images_masks(tmp_path, layout, mask_file):
+    item = LayoutImage("p", "test", ("a", "b"), _image(90), {"a": TOP, "b": CORNER})
+    root = write_tree(layout, tmp_path, [item])
+    assert np.array_equal(_pixels(root / mask_file) > 0, TOP | CORNER)
