@@ -55,9 +55,11 @@ Multi-defect images, per layout (what the official format can hold):
   images in its train split too (DAGM's Train folders do); ``ksdd`` has no split on disk, so
   ``LayoutImage.split`` is not written (the loader derives the split).
 
-Names default to the official numbering (``000`` for MVTec-AD, MPDD, VisA anomalies, BTAD,
-DTD-Synthetic; ``0`` for MAD; ``0000`` for VisA normals; ``0001`` on for DAGM; ``Part0`` on for
-KolektorSDD). Images are PNG except the JPEG layouts (VisA, Real-IAD, KolektorSDD), written at
+Names default to the official numbering (``000`` for MVTec-AD, MPDD, VisA anomalies; ``0`` for
+MAD; ``0000`` for VisA normals; ``Part0`` on for KolektorSDD), or the width seen in the sources
+read where they show names: three digits for BTAD (anomalib's example ``01/train/ok/105.bmp``),
+four for DAGM (``0595_label.PNG``), counted from ``0001``; DTD-Synthetic's names are not shown
+there, so it takes MVTec-AD's ``000``. No loader depends on the numbering. Images are PNG except the JPEG layouts (VisA, Real-IAD, KolektorSDD), written at
 ``jpeg_quality``, and BTAD's BMP files; masks are lossless: PNG, BMP for KolektorSDD and BTAD 03.
 """
 
