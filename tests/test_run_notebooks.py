@@ -154,3 +154,20 @@ def test_shown_paths_are_relative_to_the_repository_or_only_a_name():
 
     assert shown_path(REPO_ROOT / "results" / "synthetic" / "checkpoints") == "results/synthetic/checkpoints"
     assert shown_path("/somewhere/else/run.ipynb") == ".../run.ipynb"
+
+
+def test_several_at_once_start_the_longest_previous_run_first(tmp_path):
+    """-j 2 orders by the previous executed copies' papermill durations; untimed ones keep their order, last."""
+    folder, out = tmp_path / "notebooks", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    paths = [make_notebook(folder / f"0{i}_n.ipynb", "pass") for i in range(4)]
+    for path, duration in zip(paths, (5.0, None, 300.0, "broken")):
+        nb = nbformat.read(str(path), as_version=4)
+        if duration is not None:
+            nb.metadata["papermill"] = {"duration": duration}
+        nbformat.write(nb, str(out / path.name))
+    (out / paths[3].name).write_text("not json")
+    assert rn.previous_seconds(out / paths[2].name) == 300.0 and rn.previous_seconds(out / paths[3].name) is None
+    order = rn.longest_first([(p, "inputs") for p in paths], out)
+    assert [p.name[:2] for p, _ in order] == ["02", "00", "01", "03"]
