@@ -86,11 +86,15 @@ def assert_identical(a: pd.DataFrame, b: pd.DataFrame) -> None:
     assert a.to_csv() == b.to_csv()  # what the notebooks' tables are built from, byte for byte
 
 
-def test_a_hit_is_the_fresh_evaluation_byte_for_byte(model, target, tmp_path):
+def test_a_hit_is_the_fresh_evaluation_byte_for_byte(model, target, tmp_path, capsys):
     fresh = evaluate_binary_curves(model, target, device="cpu", progress=False)
     computed = through(tmp_path, model, target)
     (entry,) = entries(tmp_path)
     assert evaluation_cache.key_file(entry).is_file()
+    capsys.readouterr()
+    evaluate_methods({("M", 0): (model, pd.DataFrame())}, {"d": target}, evaluate_binary_curves, device="cpu",
+                     cache=tmp_path)
+    assert capsys.readouterr().err == "M seed 0 on d: read from the evaluation cache\n"
     read = through(tmp_path, model, target)
     assert read is not computed and entries(tmp_path) == [entry]
     for part in ("table", "roc", "rates"):
@@ -214,6 +218,19 @@ def test_every_comparison_system_gets_a_fingerprint_of_its_own(tiny_backbone):
     keys = {name: evaluation_cache.model_fingerprint(make_model(name, tiny_backbone)) for name in names}
     assert len({repr(sorted(key.items())) for key in keys.values()}) == len(names)
     assert all(key["backbone_tensors_sha256"] for key in keys.values())  # the tiny backbone has no weights file
+
+
+@pytest.mark.parametrize("method", ["dapo", "vip2clip", "faprompt"])
+def test_a_trained_model_and_its_checkpoint_loaded_again_share_the_key(method, world, tiny_backbone, tmp_path):
+    from dapo.experiments.runs import train_or_load
+
+    cfg, _ = world
+    write_world(cfg.train_dataset, cfg.dataset_roots[cfg.train_dataset], smoke=True, image_size=64)
+    trained, history = train_or_load(cfg, method, tmp_path, epochs=1, backbone=tiny_backbone, device="cpu",
+                                     progress=False)
+    loaded, _ = train_or_load(cfg, method, tmp_path, epochs=1, backbone=tiny_backbone, device="cpu", progress=False)
+    assert history is not None and loaded is not trained  # notebook 04 trains it, notebook 13 loads it
+    assert evaluation_cache.model_fingerprint(loaded) == evaluation_cache.model_fingerprint(trained)
 
 
 def _request(folder, model, dataset, barrier, log):

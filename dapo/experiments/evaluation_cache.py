@@ -25,7 +25,8 @@ other function.
 Storage: ``<run.out_dir>/cache/evaluations/<model name>-<key digest>/result.pkl`` (gitignored), written
 atomically; ``result.pkl.key.json``, written after it, marks it complete and records its key and hash.
 An entry without its key file, with another key, or whose bytes no longer match the hash is
-ignored and recomputed with a one-line note; the pickle is read only after its hash matched. Each
+ignored and recomputed with a one-line note; the pickle is read only after its hash matched. A hit
+prints ``<desc>: read from the evaluation cache`` where the evaluation's progress bar would be. Each
 entry has its own lock (:func:`dapo.engine.checkpoint_store.folder_lock`): a second process asking
 for an entry being computed waits, then reads it.
 
@@ -276,6 +277,8 @@ def cached_evaluate(evaluate, model, dataset, *, folder: Path | None, model_key:
     path = _entry_path(folder, key)
     with folder_lock(path.parent, activity="evaluating"):
         result = _read(path, key)
+        if result is not None and kwargs.get("progress", True):  # in place of the evaluation's progress bar
+            print(f"{kwargs.get('desc', 'binary')}: read from the evaluation cache", file=sys.stderr, flush=True)
         if result is None:
             result = evaluate_binary_curves(model, dataset, device=device, **kwargs)
             parts = {"table": result.table, "roc": result.roc, "rates": result.rates}
