@@ -235,7 +235,7 @@ def test_a_trained_model_and_its_checkpoint_loaded_again_share_the_key(method, w
 
 def _request(folder, model, dataset, barrier, log):
     barrier.wait()
-    evaluation_cache.cached_evaluate(evaluate_binary, model, dataset, folder=folder, device="cpu", progress=False)
+    through(folder, model, dataset, evaluate_binary)
 
 
 def test_two_processes_asking_for_one_entry_compute_it_once(model, target, filled, tmp_path, monkeypatch):

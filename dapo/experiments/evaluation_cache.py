@@ -1,4 +1,4 @@
-"""One evaluation cache shared by every notebook of a run folder, keyed by what determines a result.
+"""One evaluation cache shared by every notebook of a results folder, keyed by what determines a result.
 
 :func:`dapo.experiments.runs.evaluate_methods` reads a binary evaluation back from here instead of
 computing it again when the same evaluation of the same model on the same dataset in the same
@@ -14,13 +14,13 @@ Table 3 methods that notebook 04 evaluated). An entry's key (:func:`entry_key`) 
 * the dataset (:func:`dataset_key`), the evaluation precision resolved for the device, and the
   package's code and version (:func:`code_fingerprint`).
 
-Only :func:`~dapo.experiments.runs.evaluate_binary_curves` and
-:func:`~dapo.experiments.runs.evaluate_binary` are cached: their results are DataFrames, stored
-exactly (pickle: dtypes, index and float bits come back as they were). Both share one entry, the
-curves computed at the default thresholds, of which ``evaluate_binary`` returns ``.table`` (the same
-frame :func:`~dapo.experiments.runs.evaluate_binary` computes). The multi-label and multi-type
-evaluators return evaluator objects (streamed scores, not tables): they are not cached, nor is any
-other function.
+What is cached is chosen by :func:`dapo.experiments.runs.evaluate_methods`: its two binary
+evaluators, :func:`~dapo.experiments.runs.evaluate_binary_curves` and
+:func:`~dapo.experiments.runs.evaluate_binary`, share one entry (the curves at the default
+thresholds, whose ``table`` is the frame ``evaluate_binary`` computes). An entry holds DataFrames,
+stored exactly (pickle: dtypes, index and float bits come back as they were). The multi-label and
+multi-type evaluators return evaluator objects (streamed scores, not tables): they are not cached,
+nor is any other function.
 
 Storage: ``<run.out_dir>/cache/evaluations/<model name>-<key digest>/result.pkl`` (gitignored), written
 atomically; ``result.pkl.key.json``, written after it, marks it complete and records its key and hash.
@@ -215,72 +215,60 @@ def model_fingerprint(model) -> dict:
     return json.loads(json.dumps(fingerprint, default=str))  # as the key file will hold it
 
 
-def shared_evaluator(evaluate) -> str | None:
-    """``"curves"`` / ``"table"`` for the two cached evaluators, ``None`` for any other function."""
-    from dapo.experiments import runs
-
-    if evaluate is runs.evaluate_binary_curves:
-        return "curves"
-    return "table" if evaluate is runs.evaluate_binary else None
-
-
-def entry_key(model_key: dict, dataset, arguments: Mapping[str, Any], precision: str) -> dict:
-    """The key of a binary-curves entry (module docstring)."""
+def entry_key(evaluation: str, arguments: Mapping[str, Any], model_key: dict, dataset, precision: str) -> dict:
+    """The key of an entry (module docstring): ``evaluation`` (the evaluator's qualified name) and its
+    result-relevant ``arguments`` (those of :data:`NOT_IN_KEY` are dropped), the model's
+    :func:`model_fingerprint`, the dataset, the resolved ``precision``, the code and the version."""
     import dapo
-    from dapo.experiments.runs import CURVE_THRESHOLDS
 
-    arguments = {"batch_size": 8, **{k: v for k, v in arguments.items() if k not in NOT_IN_KEY}}
-    arguments["thresholds"] = [float(t) for t in arguments.get("thresholds", CURVE_THRESHOLDS)]
+    arguments = {k: v for k, v in arguments.items() if k not in NOT_IN_KEY}
     return json.loads(json.dumps(
-        {"format": FORMAT, "dapo": dapo.__version__, "code": code_fingerprint(),
-         "evaluation": "dapo.experiments.runs.evaluate_binary_curves", "arguments": arguments,
-         "model": model_key, "dataset": dataset_key(dataset), "precision": precision}, sort_keys=True, default=repr))
+        {"format": FORMAT, "dapo": dapo.__version__, "code": code_fingerprint(), "evaluation": evaluation,
+         "arguments": arguments, "model": model_key, "dataset": dataset_key(dataset), "precision": precision},
+        sort_keys=True, default=repr))
 
 
-def _entry_path(folder: Path, key: dict) -> Path:
+def entry_path(folder: Path, key: dict) -> Path:
+    """``<folder>/<model name>-<key digest>/result.pkl``."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", str(key["model"]["config"].get("name") or "model"))[:40]
     return folder / f"{name}-{digest}" / RESULT
 
 
-def _read(path: Path, key: dict):
-    from dapo.experiments.runs import BinaryEvaluation
+def _read(path: Path, key: dict, parts: tuple[str, ...]) -> dict | None:
+    import pandas as pd
 
     found = read_entry(path, key, "sha256")
     if found is None:
         return None
     try:
-        parts = pickle.loads(found[0])  # noqa: S301 (our own entry, whose hash its key file holds)
+        frames = pickle.loads(found[0])  # noqa: S301 (our own entry, whose hash its key file holds)
     except Exception as error:  # noqa: BLE001 (any unreadable entry is recomputed)
         note(path, f"cannot be read ({type(error).__name__})")
         return None
-    if not isinstance(parts, dict) or set(parts) != {"table", "roc", "rates"}:
-        note(path, "does not hold a binary evaluation's table, roc and rates")
+    if not (isinstance(frames, dict) and tuple(frames) == parts
+            and all(isinstance(frame, pd.DataFrame) for frame in frames.values())):
+        note(path, f"does not hold the DataFrames {', '.join(parts)}")
         return None
-    return BinaryEvaluation(**parts)
+    return frames
 
 
-def cached_evaluate(evaluate, model, dataset, *, folder: Path | None, model_key: dict | None = None,
-                    device: str = "auto", **kwargs):
-    """``evaluate(model, dataset, device=device, **kwargs)``, read from or written to the shared cache in
-    ``folder`` when ``evaluate`` is a cached evaluator (module docstring) and ``folder`` is not ``None``.
-    ``model_key``: :func:`model_fingerprint` of ``model``, when the caller computed it already."""
+def cached(folder: Path, key: dict, compute: Callable[[], dict], parts: tuple[str, ...], *,
+           announce: str | None = None) -> dict:
+    """The DataFrames ``parts`` (a dict, in that order) of the entry ``key`` in ``folder``: read back when
+    complete and intact, else ``compute()``d and written, under the entry's lock (a second process
+    waits, then reads). ``announce``: the line printed (stderr) when the entry is read back."""
     from dapo.engine.checkpoint_store import folder_lock
-    from dapo.experiments.runs import evaluate_binary_curves
-    from dapo.util.precision import resolve_device, resolve_precision
 
-    shape = shared_evaluator(evaluate)
-    if folder is None or shape is None:
-        return evaluate(model, dataset, device=device, **kwargs)
-    precision = resolve_precision(kwargs.get("precision", "auto"), resolve_device(device))
-    key = entry_key(model_key or model_fingerprint(model), dataset, kwargs, precision)
-    path = _entry_path(folder, key)
+    path = entry_path(folder, key)
     with folder_lock(path.parent, activity="evaluating"):
-        result = _read(path, key)
-        if result is not None and kwargs.get("progress", True):  # in place of the evaluation's progress bar
-            print(f"{kwargs.get('desc', 'binary')}: read from the evaluation cache", file=sys.stderr, flush=True)
-        if result is None:
-            result = evaluate_binary_curves(model, dataset, device=device, **kwargs)
-            parts = {"table": result.table, "roc": result.roc, "rates": result.rates}
-            write_entry(path, key, lambda temporary: temporary.write_bytes(pickle.dumps(parts, protocol=5)), "sha256")
-    return result if shape == "curves" else result.table
+        frames = _read(path, key, parts)
+        if frames is not None:
+            if announce:
+                print(announce, file=sys.stderr, flush=True)
+            return frames
+        frames = compute()
+        if tuple(frames) != parts:
+            raise ValueError(f"an evaluation for the cache returned {tuple(frames)}, expected the DataFrames {parts}")
+        write_entry(path, key, lambda temporary: temporary.write_bytes(pickle.dumps(frames, protocol=5)), "sha256")
+    return frames

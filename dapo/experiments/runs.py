@@ -530,14 +530,16 @@ def evaluate_methods(trained: Mapping[tuple[str, int], tuple], datasets: Mapping
     :func:`evaluate_binary` and :func:`evaluate_binary_curves` go through the evaluation cache shared
     by every notebook (:mod:`dapo.experiments.evaluation_cache`), keyed by the evaluation, the model's
     tensors and config, the dataset, the precision and the code: a model another notebook (or an
-    interrupted run) evaluated already is read back, byte for byte, instead of evaluated again.
+    interrupted run) evaluated already is read back, byte for byte, instead of evaluated again. Both
+    share one entry (the curves at the default thresholds; :func:`evaluate_binary` is its table).
     ``cache``: ``"auto"`` (the folder of the run :func:`start_run` started,
     ``<output_dir>/cache/evaluations``), a folder, or ``None`` (off); the environment variable
     ``DAPO_EVALUATION_CACHE=0`` turns it off everywhere. Other evaluators are never cached.
     """
-    from dapo.experiments.evaluation_cache import cache_folder, cached_evaluate, model_fingerprint, shared_evaluator
+    from dapo.experiments.evaluation_cache import cache_folder, model_fingerprint
 
-    folder = cache_folder(cache) if shared_evaluator(evaluate) else None
+    shared = evaluate is evaluate_binary or evaluate is evaluate_binary_curves
+    folder = cache_folder(cache) if shared else None
     results: dict[str, dict[str, list]] = {name: {} for name in datasets}
     for (label, seed), (model, history) in trained.items():
         model_key = None
@@ -545,9 +547,30 @@ def evaluate_methods(trained: Mapping[tuple[str, int], tuple], datasets: Mapping
             per_seed = results[name].setdefault(label, [])
             if history is None and per_seed:
                 continue
-            if folder is not None and model_key is None:
-                model_key = model_fingerprint(model)
-            per_seed.append(cached_evaluate(evaluate, model, dataset, folder=folder, model_key=model_key,
-                                            device=device, progress=progress,
-                                            desc=f"{label} seed {seed} on {name}", **kwargs))
+            desc = f"{label} seed {seed} on {name}"
+            if folder is None:
+                per_seed.append(evaluate(model, dataset, device=device, progress=progress, desc=desc, **kwargs))
+                continue
+            model_key = model_key or model_fingerprint(model)
+            curves = _cached_curves(folder, model_key, model, dataset, device=device, progress=progress, desc=desc,
+                                    **kwargs)
+            per_seed.append(curves if evaluate is evaluate_binary_curves else curves.table)
     return results
+
+
+def _cached_curves(folder: Path, model_key: dict, model, dataset, *, device: str, progress: bool, desc: str,
+                   **kwargs) -> BinaryEvaluation:
+    """:func:`evaluate_binary_curves` through the shared cache: one entry serves both binary evaluators
+    (:func:`evaluate_binary` is its ``table``, computed by the same evaluator)."""
+    from dapo.experiments.evaluation_cache import cached, entry_key
+
+    precision = resolve_precision(kwargs.get("precision", "auto"), resolve_device(device))
+    arguments = {"batch_size": 8, **kwargs, "thresholds": [float(t) for t in kwargs.get("thresholds", CURVE_THRESHOLDS)]}
+    key = entry_key("dapo.experiments.runs.evaluate_binary_curves", arguments, model_key, dataset, precision)
+
+    def compute() -> dict:
+        result = evaluate_binary_curves(model, dataset, device=device, progress=progress, desc=desc, **kwargs)
+        return {"table": result.table, "roc": result.roc, "rates": result.rates}
+    frames = cached(folder, key, compute, ("table", "roc", "rates"),
+                    announce=f"{desc}: read from the evaluation cache" if progress else None)
+    return BinaryEvaluation(**frames)
