@@ -563,6 +563,7 @@ def _cached_curves(folder: Path, model_key: dict, model, dataset, *, device: str
     """:func:`evaluate_binary_curves` through the shared cache: one entry serves both binary evaluators
     (:func:`evaluate_binary` is its ``table``, computed by the same evaluator)."""
     from dapo.experiments.evaluation_cache import cached, entry_key
+    from dapo.util.progress import mode as progress_mode
 
     precision = resolve_precision(kwargs.get("precision", "auto"), resolve_device(device))
     arguments = {"batch_size": 8, **kwargs, "thresholds": [float(t) for t in kwargs.get("thresholds", CURVE_THRESHOLDS)]}
@@ -572,5 +573,5 @@ def _cached_curves(folder: Path, model_key: dict, model, dataset, *, device: str
         result = evaluate_binary_curves(model, dataset, device=device, progress=progress, desc=desc, **kwargs)
         return {"table": result.table, "roc": result.roc, "rates": result.rates}
     frames = cached(folder, key, compute, ("table", "roc", "rates"),
-                    announce=f"{desc}: read from the evaluation cache" if progress else None)
+                    announce=f"{desc}: read from the evaluation cache" if progress and progress_mode() != "off" else None)
     return BinaryEvaluation(**frames)
