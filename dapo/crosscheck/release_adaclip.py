@@ -8,9 +8,12 @@ trainer itself is not built because it downloads the OpenAI weights (``trainer.p
 ``method/__init__.py`` is skipped (it imports the trainer, hence cv2 and the download): the
 ``method`` package is registered with its folder as path and its modules imported by name.
 
-Three things are set on this side so that the two sides compute the same numbers, each cited:
+Four things are set on this side so that the two sides compute the same numbers, each cited:
 ``Tensor.half`` is the identity (``adaclip.py:87, 118, 123`` cast the prompts to half, a GPU
-habit; ours keep the compute dtype), the tokenizer's 77 positions are cut to the compact text
+habit; ours keep the compute dtype), ``Tensor.norm`` works on a copy (``adaclip.py:223, 225, 482,
+486`` divide a tensor in place by its own norm, which autograd refuses in fp32: under the CUDA
+autocast the release runs in (``adaclip.py:567``) ``norm`` casts its half input to a float32 copy
+first, and the copy is what is saved; on the CPU there is no autocast), the tokenizer's 77 positions are cut to the compact text
 tower's context (``adaclip.py:219``; only padding is cut) and the k-means of HSF returns the
 labels our side's k-means gave on the same call (``adaclip.py:239, 263``: scikit-learn's
 ``KMeans`` without a seed; ours is seeded): the points it is given are saved and compared.
@@ -110,11 +113,12 @@ def build(spec: dict):
 def main(source: str, target: str) -> None:
     shim_pkg_resources()
     register_method_package()
+    from loss import BinaryDiceLoss, FocalLoss
     from scipy.ndimage import gaussian_filter
 
-    from loss import BinaryDiceLoss, FocalLoss
-
     torch.Tensor.half = lambda self, *args, **kwargs: self
+    norm = torch.Tensor.norm
+    torch.Tensor.norm = lambda self, *args, **kwargs: norm(self.clone(), *args, **kwargs)
     spec = torch.load(source, weights_only=False)
     model = build(spec)
     replay = ReplayKMeans(spec["kmeans_labels"])
@@ -134,6 +138,7 @@ def main(source: str, target: str) -> None:
             for i, m in enumerate(layer_maps):
                 stage[i].append(m)
     out["score/image"] = torch.cat(scores)
+    out["fact/release_image_scores"] = ", ".join(f"{float(v):.3g}" for v in out["score/image"])
     out["score/probs"] = torch.cat(probs)
     out["map/unsmoothed"] = torch.cat(maps)
     out["map/smoothed"] = torch.stack([torch.from_numpy(gaussian_filter(m.numpy(), sigma=spec["sigma"]))
@@ -158,8 +163,13 @@ def main(source: str, target: str) -> None:
         optimizer.zero_grad()
         (classification + per_image).backward()
         if step == 0:
-            out["grad_release"] = {name: p.grad.detach().clone() for name, p in params.items()}
+            # text_prompter.static_prompts.0 gets no gradient: the text prompts are written from the
+            # second layer on (adaclip.py:81-88); ours has a zero gradient there
+            out["grad_release"] = {name: torch.zeros_like(p) if p.grad is None else p.grad.detach().clone()
+                                   for name, p in params.items()}
         optimizer.step()
+    out["fact/release_global_loss_per_step"] = ", ".join(
+        f"{float(out[f'loss/step{step}/global']):.4g}" for step in range(spec["steps"]))
     out["weights_release"] = {name: p.detach().clone() for name, p in params.items()}
     out["hsf/points"] = replay.points
     torch.save(out, target)
