@@ -18,6 +18,8 @@ IGNORED = [f"{RUN}/dapo/default/seed0/optimizer_state_epoch_002.pt",
            f"{RUN}/dapo/lam=8/seed1/epoch_002.safetensors", f"{RUN}/adaclip/default/seed0/epoch_002.safetensors",
            f"{RUN}/faprompt/default/seed1/config.json", f"{RUN}/dapo/n_ctx=4-d1e2f3/seed0/config.json",
            "results/synthetic/trained_on_synthetic_target/checkpoints/dapo/default/seed0/epoch_002.safetensors",
+           "results/synthetic/cache/evaluations/DAPO-0123456789abcdef01234567/result.pkl",
+           "results/synthetic/cache/evaluations/DAPO-0123456789abcdef01234567/result.pkl.key.json",
            "results/smoke/table1_multitype.csv", "data/synthetic/x.png"]
 
 

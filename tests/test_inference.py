@@ -9,9 +9,10 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from dapo.engine.inference import Predictor, gaussian_smooth, inference_vocabulary, type_probabilities
+from dapo.engine.inference import Predictor, inference_vocabulary
 from dapo.methods.dapo.config import DAPOConfig
 from dapo.methods.dapo.model import DAPO
+from dapo.methods.scoring import gaussian_smooth, type_probabilities
 
 VOCABULARY = ("hole", "scratch", "never_seen_dent")
 

@@ -123,6 +123,30 @@ def test_mixed_products_score_as_single_images(model, images):
         assert torch.allclose(both.stage_logits[layer], joined, atol=1e-4)
 
 
+def test_image_loss_saturates_at_the_release_scale(model):
+    """The image loss is the release's focal loss on softmax(100 cos) (trainer.py:126, loss.py:72-82):
+    a confidently wrong image costs -log(2e-5) = 10.82 (p_t = 1e-5 x p_other + smoothing 1e-5) and
+    its gradient through the saturated softmax vanishes, so it cannot pull the image back; near a
+    tie the gradient is of order one (docs/FIDELITY.md, AdaCLIP). Column 1 is the abnormal one."""
+    from dapo.methods.contract import DAPOOutput
+
+    def image_loss(gap: float, label: int):
+        logits = torch.tensor([[0.0, gap]], requires_grad=True)  # [normal, abnormal], 100 x cosines
+        output = DAPOOutput(logits, logits, [torch.zeros(1, 2, 4, 4)], torch.zeros(1, 8), torch.zeros(1, 2, 8))
+        loss = model.loss_terms(output, torch.tensor([label]), torch.zeros(1, 4, 4))["global"]
+        loss.backward()
+        return float(loss.detach()), float(logits.grad[0, 1])
+
+    wrong, wrong_grad = image_loss(-60.0, 1)  # an abnormal image scored normal at a cosine gap of 0.6
+    assert wrong == pytest.approx(-torch.log(torch.tensor(2e-5)).item(), abs=1e-3)
+    assert abs(wrong_grad) < 1e-15
+    right, right_grad = image_loss(60.0, 1)
+    assert right < 1e-9 and abs(right_grad) < 1e-15
+    tie, tie_grad = image_loss(0.0, 1)
+    assert tie == pytest.approx(0.25 * torch.log(torch.tensor(2.0)).item(), rel=1e-3) and tie_grad < -0.1
+    assert image_loss(-60.0, 0)[0] < 1e-9  # a normal image scored normal costs nothing: column 0 is normal
+
+
 def test_loss_decreases_on_a_tiny_batch(model, tiny_dataset):
     batch = [tiny_dataset[i] for i in range(3)]
     images = torch.stack([s["image"] for s in batch])

@@ -1,11 +1,11 @@
-"""The one Gaussian smoothing of anomaly maps (dapo.engine.inference.gaussian_smooth) against scipy."""
+"""The one Gaussian smoothing of anomaly maps (dapo.methods.scoring.gaussian_smooth) against scipy."""
 
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from dapo.engine.inference import gaussian_smooth
+from dapo.methods.scoring import gaussian_smooth
 
 
 def scipy_smooth(maps: np.ndarray, sigma: float) -> np.ndarray:

@@ -25,6 +25,21 @@ def test_paper_profile_accepts_per_dataset_roots(tmp_path, monkeypatch):
     assert "dataset 'visa'" not in str(err.value) and "dataset 'mpdd'" in str(err.value)
 
 
+def test_paper_profile_tests_on_the_other_benchmarks_when_named(tmp_path, monkeypatch):
+    """BTAD, KSDD, DAGM, DTD-Synthetic are no default targets; named, each is looked for in its folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    extra = ("btad", "ksdd", "dagm", "dtd_synthetic")
+    assert not set(extra) & set(PAPER_DATASETS)
+    (tmp_path / "ksdd").mkdir()
+    with pytest.raises(ProfileError) as err:
+        resolve_profile("paper", data_root=tmp_path, target_datasets=["visa", *extra])
+    message = str(err.value)
+    for name in ("btad", "dagm", "dtd_synthetic"):
+        assert f"dataset {name!r}: no folder at {tmp_path / name}" in message, message
+    assert "dataset 'ksdd'" not in message and "dataset 'mpdd'" not in message
+
+
 def test_synthetic_profile_defaults_and_overrides(tmp_path):
     cfg = resolve_profile("synthetic", data_root=tmp_path, smoke=True, epochs=3)
     assert cfg.backbone == "dapo-compact" and cfg.pretrained == "synthetic"

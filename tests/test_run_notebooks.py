@@ -54,6 +54,8 @@ def test_second_run_skips_unchanged_and_reruns_only_the_changed_notebook(noteboo
     assert manifest["00_a"]["completed"] and manifest["01_b"]["completed"]
     assert manifest["00_a"]["parameters"] == {"profile": "synthetic", "smoke": True}
     assert f"run {first_id} threads" in printed(out / "00_a.ipynb")  # DAPO_RUN_ID reached the kernel
+    meta = nbformat.read(str(out / "00_a.ipynb"), as_version=4).metadata["papermill"]
+    assert (meta["input_path"], meta["output_path"]) == (".../00_a.ipynb", ".../00_a.ipynb")  # no machine path
     capsys.readouterr()
 
     run(notebooks, out)
@@ -145,3 +147,27 @@ def test_manifest_is_not_committed():
     result = subprocess.run(["git", "check-ignore", "-q", "--no-index", "results/synthetic/notebooks/manifest.json"],
                             cwd=REPO_ROOT)
     assert result.returncode == 0, "results/<profile>/notebooks/manifest.json must be git-ignored"
+
+
+def test_shown_paths_are_relative_to_the_repository_or_only_a_name():
+    from dapo.util.paths import shown_path
+
+    assert shown_path(REPO_ROOT / "results" / "synthetic" / "checkpoints") == "results/synthetic/checkpoints"
+    assert shown_path("/somewhere/else/run.ipynb") == ".../run.ipynb"
+
+
+def test_several_at_once_start_the_longest_previous_run_first(tmp_path):
+    """-j 2 orders by the previous executed copies' papermill durations; untimed ones keep their order, last."""
+    folder, out = tmp_path / "notebooks", tmp_path / "out"
+    folder.mkdir()
+    out.mkdir()
+    paths = [make_notebook(folder / f"0{i}_n.ipynb", "pass") for i in range(4)]
+    for path, duration in zip(paths, (5.0, None, 300.0, "broken")):
+        nb = nbformat.read(str(path), as_version=4)
+        if duration is not None:
+            nb.metadata["papermill"] = {"duration": duration}
+        nbformat.write(nb, str(out / path.name))
+    (out / paths[3].name).write_text("not json")
+    assert rn.previous_seconds(out / paths[2].name) == 300.0 and rn.previous_seconds(out / paths[3].name) is None
+    order = rn.longest_first([(p, "inputs") for p in paths], out)
+    assert [p.name[:2] for p, _ in order] == ["02", "00", "01", "03"]

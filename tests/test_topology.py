@@ -2,7 +2,6 @@
 hand-worked values, embeddings in the model's own geometry, the vocabulary playground."""
 
 import sys
-import types
 
 import matplotlib
 import numpy as np
@@ -322,16 +321,16 @@ def test_playground_widget_is_none_without_ipywidgets(monkeypatch):
     assert topology.playground_widget(lambda index, words: None, 5, "scratch") is None
 
 
-def test_playground_widget_wires_an_image_slider_and_a_words_box(monkeypatch):
-    calls = {}
-    stub = types.ModuleType("ipywidgets")
-    stub.IntSlider = lambda **kw: ("slider", kw)
-    stub.Text = lambda **kw: ("text", kw)
-    stub.interactive = lambda fn, **controls: calls.update(fn=fn, **controls) or "widget"
-    monkeypatch.setitem(sys.modules, "ipywidgets", stub)
-    show = lambda index, words: None  # noqa: E731
-    assert topology.playground_widget(show, 5, "scratch, dent", index=3) == "widget"
-    assert calls["fn"] is show and calls["index"][1]["max"] == 4 and calls["index"][1]["value"] == 3 and calls["words"][1]["value"] == "scratch, dent"
+def test_playground_widget_draws_only_when_a_control_changes():
+    pytest.importorskip("ipywidgets")
+    calls = []
+    widget = topology.playground_widget(lambda index, words: calls.append((index, words)), 5, "scratch, dent", index=3)
+    slider, text, _ = widget.children
+    assert (slider.value, slider.min, slider.max, text.value) == (3, 0, 4, "scratch, dent")
+    assert calls == []                                              # built headless: nothing drawn
+    slider.value = 1
+    text.value = "dent"
+    assert calls == [(1, "scratch, dent"), (1, "dent")]
 
 
 # ----------------------------------------------------------------------------- figures

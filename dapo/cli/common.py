@@ -32,14 +32,6 @@ PAPER_IMAGE_SIZE = 518
 NO_WEIGHTS = "none"
 
 
-def shown(path: Path) -> str:
-    """``path`` relative to the repository when inside it (for help texts)."""
-    try:
-        return str(path.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
-
-
 class UsageError(Exception):
     """A bad argument or input file: printed as one line, exit status 2."""
 

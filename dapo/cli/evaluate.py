@@ -24,9 +24,9 @@ from dapo.cli.common import (
     load_model,
     prepare_out,
     resolve_device_argument,
-    shown,
 )
 from dapo.cli.datasets import DATASET_HELP, add_dataset_arguments, open_dataset_arguments
+from dapo.util.paths import shown_path
 
 PROFILE = "cli"
 DESCRIPTION = f"""\
@@ -54,7 +54,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("evaluate", help="binary and multi-type metric tables of a checkpoint on a dataset",
                                    description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
     parser.add_argument("--checkpoint", metavar="PATH", help=f"trained checkpoint (.safetensors) (default: the "
-                        f"synthetic-profile DAPO checkpoint, {shown(DEFAULT_CHECKPOINT)} in the repository)")
+                        f"synthetic-profile DAPO checkpoint, {shown_path(DEFAULT_CHECKPOINT)} in the repository)")
     add_dataset_arguments(parser, split_default="test")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the tables")
     add_method_argument(parser)

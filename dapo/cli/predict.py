@@ -33,7 +33,6 @@ from dapo.cli.common import (
     prepare_out,
     probability,
     resolve_device_argument,
-    shown,
 )
 from dapo.cli.outputs import (
     MAX_CLASSES,
@@ -43,6 +42,7 @@ from dapo.cli.outputs import (
     write_legend,
     write_predictions,
 )
+from dapo.util.paths import shown_path
 
 PREDICTIONS_CSV = "predictions.csv"
 LISTED = 10  # skipped images named again in the closing error line
@@ -75,7 +75,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--product", metavar="NAME", help="product name, for methods with handcrafted prompts "
                         "that name it (MultiADS, CLIP-AC); DAPO's learned prompts ignore it (default: none)")
     parser.add_argument("--checkpoint", metavar="PATH", help=f"trained checkpoint (.safetensors) (default: the "
-                        f"synthetic-profile DAPO checkpoint, {shown(DEFAULT_CHECKPOINT)} in the repository)")
+                        f"synthetic-profile DAPO checkpoint, {shown_path(DEFAULT_CHECKPOINT)} in the repository)")
     parser.add_argument("--out", metavar="DIR", default="predictions", help="output folder")
     parser.add_argument("--type-threshold", type=probability, default=0.5, metavar="P",
                         help="a defect is predicted for an image when its Eq. 11 probability exceeds P")

@@ -8,5 +8,6 @@ release's classes by name from the user's checkout), and :mod:`dapo.crosscheck.c
 the two sides' quantities side by side. Checks: :mod:`~dapo.crosscheck.dapo_check` (``dapo_official``
 against boschresearch/defect-aware-prompt-optimization) and :mod:`~dapo.crosscheck.multiads_check`
 (``multiads`` against boschresearch/MultiADS) and :mod:`~dapo.crosscheck.anomalyclip_check`
-(``anomalyclip`` against zqhang/AnomalyCLIP, on the compact weights run with QuickGELU by both sides). ``python -m dapo.crosscheck dapo --release PATH [--preset NAME]``.
+(``anomalyclip`` against zqhang/AnomalyCLIP, on the compact weights run with QuickGELU by both sides) and
+:mod:`~dapo.crosscheck.adaclip_check` (``adaclip`` against caoyunkang/AdaCLIP, its k-means replayed with ours). ``python -m dapo.crosscheck dapo --release PATH [--preset NAME]``.
 """

@@ -11,7 +11,8 @@ from dapo.crosscheck.driver import ReleaseError
 
 CHECKS = {"dapo": ("dapo_official", "dapo.crosscheck.dapo_check"),
           "multiads": ("multiads", "dapo.crosscheck.multiads_check"),
-          "anomalyclip": ("anomalyclip", "dapo.crosscheck.anomalyclip_check")}
+          "anomalyclip": ("anomalyclip", "dapo.crosscheck.anomalyclip_check"),
+          "adaclip": ("adaclip", "dapo.crosscheck.adaclip_check")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,7 +118,7 @@ def group_of(name: str) -> str:
         return f"{head}/{group_of(tail)}"
     if head.startswith("stage") and tail:
         return f"stage {tail}"
-    if head in ("grad", "weights", "patch") or head.startswith("loss"):
+    if head in ("grad", "weights", "patch", "hsf") or head.startswith("loss"):
         return head
     return name
 

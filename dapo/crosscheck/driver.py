@@ -38,6 +38,8 @@ RELEASE_FILES = {
                  "open_clip/transformer.py"),
     "anomalyclip": ("train.py", "test.py", "prompt_ensemble.py", "loss.py", "AnomalyCLIP_lib/AnomalyCLIP.py",
                     "AnomalyCLIP_lib/model_load.py", "AnomalyCLIP_lib/build_model.py"),
+    "adaclip": ("train.py", "test.py", "loss.py", "method/adaclip.py", "method/trainer.py", "method/clip_model.py",
+                "method/transformer.py"),
 }
 
 

@@ -137,3 +137,71 @@ def release_to_anomalyclip(release: Mapping[str, torch.Tensor]) -> dict[str, tor
             raise KeyError(f"compound_prompts_text indices {sorted(layers)} are not 0..{len(layers) - 1}")
         out["text_deep.tokens"] = torch.stack([layers[j] for j in range(len(layers))])
     return out
+
+
+# AdaCLIP (``caoyunkang/AdaCLIP``, method/adaclip.py): the static prompts are a ``ParameterList``
+# of one (length, width) tensor per layer (``:50-55``); each dynamic prompt generator and the patch
+# projections are ``ProjectLayer``s, a ``ModuleList`` ``head`` of linear maps (``:15``): one per
+# prompt token for the generators (``:388-397``), one per tapped layer for ``patch_token_layer``
+# (``:375-379``), one for ``cls_token_layer`` (``:381-385``). Ours stack the per-token maps of a
+# generator into one linear map whose output is viewed as (length, width), token-major.
+_ADACLIP_STATIC = {"text_static": "text_prompter.static_prompts", "vision_static": "visual_prompter.static_prompts"}
+_ADACLIP_DYNAMIC = {"text_dynamic": "dynamic_text_prompt_generator", "vision_dynamic": "dynamic_visual_prompt_generator"}
+_ADACLIP_PATCH = re.compile(r"patch_projections\.(\d+)\.(weight|bias)$")
+_RELEASE_ADACLIP = re.compile(r"(text_prompter\.static_prompts|visual_prompter\.static_prompts|"
+                              r"dynamic_text_prompt_generator\.head|dynamic_visual_prompt_generator\.head|"
+                              r"patch_token_layer\.head|cls_token_layer\.head)\.(\d+)(?:\.(weight|bias))?$")
+
+
+def adaclip_to_release(ours: Mapping[str, torch.Tensor], prompt_length: int) -> dict[str, torch.Tensor]:
+    """Our AdaCLIP parameters under the release's names: per-layer static prompts, the dynamic
+    generators split into ``prompt_length`` per-token linear maps, one head per projection."""
+    out: dict[str, torch.Tensor] = {}
+    for name, value in ours.items():
+        value = value.detach().clone()
+        module, _, kind = name.rpartition(".")
+        if name in _ADACLIP_STATIC:
+            for layer, tokens in enumerate(value):
+                out[f"{_ADACLIP_STATIC[name]}.{layer}"] = tokens.clone()
+        elif module in _ADACLIP_DYNAMIC:
+            if value.shape[0] % prompt_length:
+                raise KeyError(f"{name!r} has {value.shape[0]} outputs, not a multiple of prompt_length={prompt_length}")
+            for token, rows in enumerate(value.chunk(prompt_length, dim=0)):
+                out[f"{_ADACLIP_DYNAMIC[module]}.head.{token}.{kind}"] = rows.clone()
+        elif match := _ADACLIP_PATCH.match(name):
+            out[f"patch_token_layer.head.{match[1]}.{match[2]}"] = value
+        elif module == "cls_projection":
+            out[f"cls_token_layer.head.0.{kind}"] = value
+        else:
+            raise KeyError(f"no AdaCLIP release counterpart for our parameter {name!r}")
+    return out
+
+
+def release_to_adaclip(release: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`adaclip_to_release` (per-layer and per-token pieces stacked in order)."""
+    pieces: dict[str, dict[int, torch.Tensor]] = {}
+    inverse_static = {v: k for k, v in _ADACLIP_STATIC.items()}
+    inverse_dynamic = {f"{v}.head": k for k, v in _ADACLIP_DYNAMIC.items()}
+    for name, value in release.items():
+        match = _RELEASE_ADACLIP.match(name)
+        if not match:
+            raise KeyError(f"no counterpart of ours for the AdaCLIP release's parameter {name!r}")
+        module, index, kind = match[1], int(match[2]), match[3]
+        if module in inverse_static:
+            pieces.setdefault(inverse_static[module], {})[index] = value
+        elif module in inverse_dynamic:
+            pieces.setdefault(f"{inverse_dynamic[module]}.{kind}", {})[index] = value
+        elif module == "patch_token_layer.head":
+            pieces[f"patch_projections.{index}.{kind}"] = {0: value}
+        elif index != 0:
+            raise KeyError(f"{name!r}: the release's cls_token_layer has a single head (method/adaclip.py:381-385)")
+        else:
+            pieces[f"cls_projection.{kind}"] = {0: value}
+    out: dict[str, torch.Tensor] = {}
+    for name, parts in pieces.items():
+        if sorted(parts) != list(range(len(parts))):
+            raise KeyError(f"the release's pieces of {name!r} have indices {sorted(parts)}, not 0..{len(parts) - 1}")
+        ordered = [parts[i] for i in range(len(parts))]
+        out[name] = torch.stack(ordered) if name in _ADACLIP_STATIC else torch.cat(ordered) if len(ordered) > 1 \
+            else ordered[0].clone()
+    return out

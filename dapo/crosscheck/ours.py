@@ -11,12 +11,12 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from dapo.clip.backbone import Backbone, load_backbone
-from dapo.engine.inference import predict
 from dapo.engine.train import make_optimizer, training_step
 from dapo.methods import make_model, training_for
 from dapo.methods.dapo.losses import config_probabilities, dice_loss, focal_loss, loss_terms
 from dapo.methods.dapo.model import DAPO
 from dapo.methods.dapo.prompts import defect_phrase
+from dapo.methods.scoring import predict
 
 COMPACT = "dapo-compact"
 

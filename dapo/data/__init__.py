@@ -15,6 +15,9 @@ from dapo.data.base import (
     Record,
     collate_samples,
 )
+from dapo.data.btad import BTAD
+from dapo.data.dagm import DAGM
+from dapo.data.dtd_synthetic import DTDSynthetic
 from dapo.data.images import (
     CLIP_MEAN,
     CLIP_STD,
@@ -36,6 +39,7 @@ from dapo.data.knowledge import (
     normal_state_prompts,
     seen_unseen,
 )
+from dapo.data.ksdd import KSDD
 from dapo.data.layouts import LAYOUTS, LayoutImage, write_tree
 from dapo.data.mad import MADReal, MADSim
 from dapo.data.mpdd import MPDD
@@ -51,11 +55,15 @@ __all__ = [
     "LAYOUTS",
     "LOADERS",
     "AnomalyDataset",
+    "BTAD",
     "CorruptImageError",
+    "DAGM",
+    "DTDSynthetic",
     "DatasetKnowledge",
     "DatasetRootError",
     "EmptyProductError",
     "ImageConversionWarning",
+    "KSDD",
     "LayoutImage",
     "MADReal",
     "MADSim",

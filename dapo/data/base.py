@@ -182,6 +182,14 @@ class AnomalyDataset(Dataset):
         """
         raise NotImplementedError
 
+    def _read_image(self, record: Record) -> np.ndarray:
+        """The record's ``(H, W, 3)`` uint8 image (a loader that cuts files into parts overrides it)."""
+        return read_rgb(record.path)
+
+    def _read_mask(self, record: Record) -> np.ndarray:
+        """The record's raw ``(H, W)`` mask, read as :func:`read_label_map` reads it."""
+        return read_label_map(record.mask_path)
+
     def _decode_mask(self, record: Record, raw: np.ndarray, defects: tuple[str, ...]) -> np.ndarray:
         """Raw mask -> ``(H, W)`` int map: 0 normal, j = 1-based position in ``defects``."""
         if len(defects) != 1:
@@ -230,11 +238,11 @@ class AnomalyDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         defects = self._defects[index]
-        image = read_rgb(record.path)
+        image = self._read_image(record)
         check_geometry(record.path, image.shape, self.image_size)
         types = np.zeros(image.shape[:2], dtype=np.int64)
         if record.native:
-            raw = read_label_map(record.mask_path)
+            raw = self._read_mask(record)
             if raw.shape != image.shape[:2]:
                 raise MaskSizeMismatchError(
                     f"mask {record.mask_path} is {raw.shape[1]}x{raw.shape[0]} but image {record.path} "

@@ -16,7 +16,8 @@ Data lives in YAML files under ``dapo/data/knowledge/``.
 
     name: <dataset>                 # the dataset name; by convention the file stem
     title: <display name>           # optional, defaults to name
-    layout: mvtec | visa | mpdd | mad_sim | mad_real | real_iad   (dapo.data.layouts)
+    layout: mvtec | visa | mpdd | mad_sim | mad_real | real_iad | btad | ksdd | dagm
+            | dtd_synthetic   (dapo.data.layouts)
     labels: {<native label>: <superclass>}       # folder names / label strings / codes
     products: {<product>: [<native label>, ...]} # the product's relevant defects
     multi_defect_labels: [<native label>]        # optional: labels meaning "several defects"

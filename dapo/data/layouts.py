@@ -23,6 +23,23 @@ Layouts (``root`` is the dataset root a loader is pointed at)::
             {"meta": {"prefix": "", "normal_class": "OK"},
              "train": [...], "test": [{"category", "anomaly_class", "image_path", "mask_path"}]}
 
+    btad                              (BTech_Dataset_transformed, as AnomalyCLIP and AdaCLIP read it)
+        <product>/train/ok/<name>.bmp
+        <product>/test/ok/<name>.bmp
+        <product>/test/ko/<name>.bmp
+        <product>/ground_truth/ko/<name>.png               <name>.bmp for product 03; 0 / 255
+    ksdd                              (KolektorSDD release; no split on disk, see dapo.data.ksdd)
+        <kosNN>/Part<k>.jpg
+        <kosNN>/Part<k>_label.bmp                          every image has one; empty = defect-free
+    dagm                              (DAGM 2007, Class folders with Train/Test as AnomalyCLIP reads them)
+        <Class>/{Train,Test}/<name>.PNG
+        <Class>/{Train,Test}/Label/<name>_label.PNG       defective images only; 0 / 255
+        <Class>/{Train,Test}/Label/Labels.txt             class number, then id, flag, file, 0, label file
+    dtd_synthetic                     (DTD-Synthetic, MVTec-like)
+        <product>/train/good/<name>.png
+        <product>/test/{good,bad}/<name>.png
+        <product>/ground_truth/bad/<name>.png              0 / 255
+
 Multi-defect images, per layout (what the official format can hold):
 
 * folder layouts keep one binary mask per image, so an image with several defect types is
@@ -32,16 +49,25 @@ Multi-defect images, per layout (what the official format can hold):
   each pixel's defect id (VisA's class-indexed masks). Where masks overlap, the defect listed
   later in ``LayoutImage.defects`` wins.
 * ``real_iad`` stores one ``anomaly_class`` per image; a multi-defect image is refused.
+* ``btad``, ``ksdd``, ``dagm``, ``dtd_synthetic`` have a single anomaly class and no defect types:
+  every anomalous image, whatever its native labels, is written as that class (``ko``, a non-empty
+  label, a ``Label`` entry, ``bad``) with the union of its masks. ``dagm`` alone holds defective
+  images in its train split too (DAGM's Train folders do); ``ksdd`` has no split on disk, so
+  ``LayoutImage.split`` is not written (the loader derives the split).
 
-Names default to the official numbering (``000`` for MVTec-AD, MPDD, VisA anomalies;
-``0`` for MAD; ``0000`` for VisA normals). Images are PNG except the JPEG layouts (VisA,
-Real-IAD), written at ``jpeg_quality``; masks are always PNG (lossless).
+Names default to the official numbering (``000`` for MVTec-AD, MPDD, VisA anomalies; ``0`` for
+MAD; ``0000`` for VisA normals; ``Part0`` on for KolektorSDD), or the width seen in the sources
+read where they show names: three digits for BTAD (anomalib's example ``01/train/ok/105.bmp``),
+four for DAGM (``0595_label.PNG``), counted from ``0001``; DTD-Synthetic's names are not shown
+there, so it takes MVTec-AD's ``000``. No loader depends on the numbering. Images are PNG except the JPEG layouts (VisA, Real-IAD, KolektorSDD), written at
+``jpeg_quality``, and BTAD's BMP files; masks are lossless: PNG, BMP for KolektorSDD and BTAD 03.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -51,7 +77,8 @@ import numpy as np
 from PIL import Image
 
 FOLDER_LAYOUTS = ("mvtec", "mpdd", "mad_sim", "mad_real")
-LAYOUTS = FOLDER_LAYOUTS + ("visa", "real_iad")
+SINGLE_CLASS_LAYOUTS = ("btad", "ksdd", "dagm", "dtd_synthetic")  # one anomaly class, no defect types
+LAYOUTS = FOLDER_LAYOUTS + ("visa", "real_iad") + SINGLE_CLASS_LAYOUTS
 SPLITS = ("train", "test")
 GOOD_FOLDER = "good"
 COMBINED_FOLDER = "combined"
@@ -59,6 +86,13 @@ REAL_IAD_IMAGE_DIR = "realiad_1024"
 REAL_IAD_JSON_DIR = ("realiad_jsons", "realiad_jsons_sv")
 REAL_IAD_NORMAL_CLASS = "OK"
 VISA_SPLIT_CSV = ("split_csv", "1cls.csv")
+BTAD_GOOD_FOLDER, BTAD_BAD_FOLDER = "ok", "ko"
+BTAD_BMP_MASK_PRODUCTS = ("03",)  # BTAD product whose masks are .bmp (the others' are .png)
+DTD_BAD_FOLDER = "bad"
+DAGM_SPLITS = {"train": "Train", "test": "Test"}
+DAGM_LABEL_DIR, DAGM_LABEL_FILE, DAGM_MASK_SUFFIX = "Label", "Labels.txt", "_label.PNG"
+KSDD_LABEL_SUFFIX = "_label.bmp"
+ANOMALOUS_TRAIN_LAYOUTS = ("dagm",)  # layouts whose train split holds defective images
 _NAME_DIGITS = {"mvtec": 3, "mpdd": 3, "mad_sim": 0, "mad_real": 0}
 
 
@@ -123,17 +157,25 @@ def write_tree(
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; expected one of {LAYOUTS}")
     root = Path(root)
-    items = [_checked(image) for image in images]
+    items = [_checked(image, layout in ANOMALOUS_TRAIN_LAYOUTS) for image in images]
     if layout in FOLDER_LAYOUTS:
         _write_folder_layout(layout, root, items)
     elif layout == "visa":
         _write_visa(root, items, mask_ids, jpeg_quality)
-    else:
+    elif layout == "real_iad":
         _write_real_iad(root, items, jpeg_quality)
+    elif layout == "btad":
+        _write_btad(root, items)
+    elif layout == "ksdd":
+        _write_ksdd(root, items, jpeg_quality)
+    elif layout == "dagm":
+        _write_dagm(root, items)
+    else:
+        _write_dtd_synthetic(root, items)
     return root
 
 
-def _checked(item: LayoutImage) -> LayoutImage:
+def _checked(item: LayoutImage, anomalous_train: bool = False) -> LayoutImage:
     """Validate one ``LayoutImage``; raise ``ValueError`` naming what is wrong."""
     where = f"{item.product}/{item.split}/{item.name or '?'}"
     if item.split not in SPLITS:
@@ -147,7 +189,7 @@ def _checked(item: LayoutImage) -> LayoutImage:
         raise ValueError(f"{where}: repeated defect label in {defects}")
     if set(masks) != set(defects):
         raise ValueError(f"{where}: masks must be given for exactly the defects {defects}, got {sorted(masks)}")
-    if defects and item.split == "train":
+    if defects and item.split == "train" and not anomalous_train:
         raise ValueError(f"{where}: the official layouts hold only good images in the train split")
     for label, mask in masks.items():
         mask = np.asarray(mask)
@@ -167,6 +209,11 @@ def _save_png(array: np.ndarray, path: Path) -> None:
 def _save_jpeg(array: np.ndarray, path: Path, quality: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(array).save(path, format="JPEG", quality=quality)
+
+
+def _save_bmp(array: np.ndarray, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, format="BMP")
 
 
 def _union(masks: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -275,3 +322,67 @@ def _write_real_iad(root: Path, items: list[LayoutImage], quality: int) -> None:
     for product, splits in entries.items():
         document = {"meta": {"prefix": "", "normal_class": REAL_IAD_NORMAL_CLASS}, **splits}
         (json_dir / f"{product}.json").write_text(json.dumps(document, indent=1), encoding="utf-8")
+
+
+def _single_class(items: list[LayoutImage], digits: int, start: int = 0) -> list[tuple[LayoutImage, str]]:
+    """``(item, stem)`` pairs, numbered per (product, split, normal or anomalous) from ``start``."""
+    counters: dict[tuple[str, str, bool], int] = defaultdict(lambda: start)
+    named = []
+    for item in items:
+        key = (item.product, item.split, bool(item.defects))
+        named.append((item, _stem(item, counters[key], digits)))
+        counters[key] += 1
+    return named
+
+
+def _write_btad(root: Path, items: list[LayoutImage]) -> None:
+    for item, stem in _single_class(items, 3):
+        folder = BTAD_BAD_FOLDER if item.defects else BTAD_GOOD_FOLDER
+        product_dir = root / item.product
+        _save_bmp(item.image, product_dir / item.split / folder / f"{stem}.bmp")
+        if item.defects:
+            mask = product_dir / "ground_truth" / folder / stem
+            if item.product in BTAD_BMP_MASK_PRODUCTS:
+                _save_bmp(_union(item.masks), mask.with_name(f"{stem}.bmp"))
+            else:
+                _save_png(_union(item.masks), mask.with_name(f"{stem}.png"))
+
+
+def _write_dtd_synthetic(root: Path, items: list[LayoutImage]) -> None:
+    for item, stem in _single_class(items, 3):
+        folder = DTD_BAD_FOLDER if item.defects else GOOD_FOLDER
+        product_dir = root / item.product
+        _save_png(item.image, product_dir / item.split / folder / f"{stem}.png")
+        if item.defects:
+            _save_png(_union(item.masks), product_dir / "ground_truth" / folder / f"{stem}.png")
+
+
+def _write_ksdd(root: Path, items: list[LayoutImage], quality: int) -> None:
+    counters: dict[str, int] = defaultdict(int)
+    for item in items:
+        stem = item.name if item.name is not None else f"Part{counters[item.product]}"
+        counters[item.product] += 1
+        label = _union(item.masks) if item.defects else np.zeros(item.image.shape[:2], np.uint8)
+        _save_jpeg(item.image, root / item.product / f"{stem}.jpg", quality)
+        _save_bmp(label, root / item.product / f"{stem}{KSDD_LABEL_SUFFIX}")
+
+
+def _write_dagm(root: Path, items: list[LayoutImage]) -> None:
+    counters: dict[tuple[str, str], int] = defaultdict(lambda: 1)
+    rows: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for item in items:
+        key = (item.product, item.split)
+        stem = _stem(item, counters[key], 4)
+        counters[key] += 1
+        folder = root / item.product / DAGM_SPLITS[item.split]
+        _save_png(item.image, folder / f"{stem}.PNG")
+        label = "0"
+        if item.defects:
+            label = f"{stem}{DAGM_MASK_SUFFIX}"
+            _save_png(_union(item.masks), folder / DAGM_LABEL_DIR / label)
+        rows[key].append(f"{len(rows[key]) + 1}\t{int(bool(item.defects))}\t{stem}.PNG\t0\t{label}")
+    for (product, split), lines in rows.items():
+        number = re.search(r"\d+$", product)
+        path = root / product / DAGM_SPLITS[split] / DAGM_LABEL_DIR / DAGM_LABEL_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join([number.group() if number else product, *lines]) + "\n", encoding="utf-8")

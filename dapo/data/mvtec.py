@@ -39,6 +39,11 @@ class MVTecStyleDataset(AnomalyDataset):
     """Any dataset in the MVTec-AD folder convention (product folders with train/ and test/)."""
 
     layout_help = FOLDER_LAYOUT_HELP
+    good_folder = GOOD_FOLDER  # the test/train folder of defect-free images (BTAD: "ok")
+
+    def _mask_candidates(self, product_dir: Path, folder: str, image: Path) -> list[Path]:
+        """Where the mask of an anomalous image may be, the layout's official name first."""
+        return [product_dir / "ground_truth" / folder / f"{image.stem}_mask.png"]
 
     def _product_dirs(self) -> dict[str, Path]:
         dirs: dict[str, Path] = {}
@@ -73,7 +78,7 @@ class MVTecStyleDataset(AnomalyDataset):
         for folder in folders:
             images = sorted(p for p in folder.iterdir()
                             if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
-            if folder.name == GOOD_FOLDER:
+            if folder.name == self.good_folder:
                 records.extend(Record(str(p), product, (), None) for p in images)
                 continue
             try:
@@ -81,9 +86,11 @@ class MVTecStyleDataset(AnomalyDataset):
             except UnknownDefectError as error:
                 raise UnknownDefectError(f"defect folder {folder}: {error}") from None
             for path in images:
-                mask = product_dir / "ground_truth" / folder.name / f"{path.stem}_mask.png"
-                if not mask.is_file():
-                    raise MissingMaskError(f"anomalous image {path} has no mask; expected {mask}")
+                candidates = self._mask_candidates(product_dir, folder.name, path)
+                mask = next((c for c in candidates if c.is_file()), None)
+                if mask is None:
+                    raise MissingMaskError(f"anomalous image {path} has no mask; expected "
+                                           + " or ".join(str(c) for c in candidates))
                 records.append(Record(str(path), product, (folder.name,), str(mask)))
         return records
 

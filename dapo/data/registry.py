@@ -1,4 +1,4 @@
-"""Open any dataset by name: the six benchmarks and synthetic worlds in their layouts."""
+"""Open any dataset by name: the ten benchmarks and synthetic worlds in their layouts."""
 
 from __future__ import annotations
 
@@ -6,8 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dapo.data.base import AnomalyDataset
+from dapo.data.btad import BTAD
+from dapo.data.dagm import DAGM
+from dapo.data.dtd_synthetic import DTDSynthetic
 from dapo.data.folder import FolderDataset
 from dapo.data.knowledge import load_knowledge
+from dapo.data.ksdd import KSDD
 from dapo.data.mad import MADReal, MADSim
 from dapo.data.mpdd import MPDD
 from dapo.data.mvtec import MVTecAD
@@ -21,6 +25,10 @@ LOADERS: dict[str, type[AnomalyDataset]] = {
     "mad_sim": MADSim,
     "mad_real": MADReal,
     "real_iad": RealIAD,
+    "btad": BTAD,
+    "ksdd": KSDD,
+    "dagm": DAGM,
+    "dtd_synthetic": DTDSynthetic,
     "folder": FolderDataset,
 }
 FOLDER = "folder"  # one's own images (dapo.data.folder): no knowledge file, defects = folder names
@@ -41,7 +49,8 @@ def open_dataset(
     """Open dataset ``name`` stored at ``root``.
 
     ``name`` is a knowledge-base name (``"mvtec"``, ``"visa"``, ``"mpdd"``, ``"mad_sim"``,
-    ``"mad_real"``, ``"real_iad"``, ``"synthetic_<world>"``) or the path of a knowledge
+    ``"mad_real"``, ``"real_iad"``, ``"btad"``, ``"ksdd"``, ``"dagm"``, ``"dtd_synthetic"``,
+    ``"synthetic_<world>"``) or the path of a knowledge
     YAML file; its ``layout`` picks the loader. ``"folder"``: one's own images in the plain
     layout of :mod:`dapo.data.folder` (no knowledge file; the defects are the folder names).
     ``mean``/``std``: the image normalisation (default OpenAI CLIP's; pass

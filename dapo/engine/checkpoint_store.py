@@ -30,6 +30,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dapo.util.paths import shown_path
+
 DEFAULT_SETTING = "default"
 MAX_SETTING_NAME = 96
 LOCK_FILE = ".lock"
@@ -89,12 +91,13 @@ _HELD: dict[Path, int] = {}
 
 
 @contextmanager
-def folder_lock(folder: str | Path, *, wait: bool = True) -> Iterator[None]:
+def folder_lock(folder: str | Path, *, wait: bool = True, activity: str = "training") -> Iterator[None]:
     """Hold ``folder``'s lock (``.lock``, ``flock``) for the duration: one trainer per folder.
 
     ``wait``: block until the other process is done (saying so once), else raise
     :class:`FolderBusyError` naming the folder. Re-entrant within one process; under torchrun
-    only rank 0 takes it (the ranks of one data-parallel training share the folder).
+    only rank 0 takes it (the ranks of one data-parallel training share the folder). ``activity``
+    names what the holder does in the messages (the evaluation cache's entries: ``"evaluating"``).
     """
     from dapo.engine.distributed import current
 
@@ -116,9 +119,9 @@ def folder_lock(folder: str | Path, *, wait: bool = True) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not wait:
-                raise FolderBusyError(f"another process is training in {folder} (it holds {folder / LOCK_FILE}); "
+                raise FolderBusyError(f"another process is {activity} in {folder} (it holds {folder / LOCK_FILE}); "
                                       f"wait for it to finish, or train into another folder") from None
-            print(f"[dapo] waiting: another process is training in {folder}", flush=True)
+            print(f"[dapo] waiting: another process is {activity} in {shown_path(folder)}", flush=True)
             fcntl.flock(handle, fcntl.LOCK_EX)
         _HELD[folder] = 1
         try:

@@ -15,7 +15,7 @@ import torch
 
 from dapo.clip.vocabulary import check_vocabulary
 from dapo.methods.contract import AnomalyModel
-from dapo.methods.scoring import Prediction, gaussian_smooth, predict, type_probabilities  # noqa: F401 (public here too)
+from dapo.methods.scoring import Prediction
 from dapo.util.precision import autocast, resolve_precision
 
 

@@ -17,8 +17,11 @@ from pathlib import Path
 from dapo.util.paths import data_dir
 
 PAPER_DATASETS = ("mvtec", "visa", "mpdd", "mad_sim", "mad_real", "real_iad")
+#: Folder of each real dataset under the data root: the six above (the profile's defaults) and the four
+#: other benchmarks of ViP²-CLIP's Table 1, read when named in ``target_datasets`` (docs/DATASETS.md).
 PAPER_DATASET_DIRS = {"mvtec": "mvtec_ad", "visa": "visa", "mpdd": "mpdd", "mad_sim": "mad_sim",
-                      "mad_real": "mad_real", "real_iad": "real_iad"}
+                      "mad_real": "mad_real", "real_iad": "real_iad", "btad": "btad", "ksdd": "ksdd",
+                      "dagm": "dagm", "dtd_synthetic": "dtd_synthetic"}
 
 
 class ProfileError(RuntimeError):
@@ -176,8 +179,8 @@ def check_paper_profile(cfg: ProfileConfig) -> None:
         root = Path(cfg.dataset_roots[name])
         if not root.is_dir():
             problems.append(f"  - dataset {name!r}: no folder at {root} (official release layout expected; "
-                            f"pass dataset_roots={{'{name}': '/path/to/{PAPER_DATASET_DIRS[name]}'}} "
-                            f"or data_root='/path/holding/{PAPER_DATASET_DIRS[name]}')")
+                            f"pass dataset_roots={{'{name}': '/path/to/{PAPER_DATASET_DIRS.get(name, name)}'}} "
+                            f"or data_root='/path/holding/{PAPER_DATASET_DIRS.get(name, name)}')")
     if cfg.checkpoint:
         if not Path(cfg.checkpoint).is_file():
             problems.append(f"  - weights {cfg.backbone}/{cfg.pretrained}: checkpoint file not found: {cfg.checkpoint}")

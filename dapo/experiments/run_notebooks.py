@@ -150,7 +150,43 @@ def execute(notebook: str, out: str, params: dict, env: dict) -> float:
     start = time.perf_counter()
     pm.execute_notebook(notebook, out, parameters=params, cwd=str(REPO_ROOT),
                         kernel_name="python3", progress_bar=False)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    relative_paths(out)
+    return seconds
+
+
+def previous_seconds(executed: Path) -> float | None:
+    """How long the executed copy at ``executed`` took, as papermill recorded it (``None`` without one)."""
+    try:
+        duration = json.loads(executed.read_text(encoding="utf-8"))["metadata"]["papermill"]["duration"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(duration) if isinstance(duration, (int, float)) else None
+
+
+def longest_first(pending: list, out_dir: Path) -> list:
+    """``pending`` (``(path, ...)`` tuples) ordered for several notebooks at once: the longest first,
+    by the duration of each one's previous executed copy (the committed notebooks carry theirs), so
+    the two longest (04, 13) do not start last and leave one core idle; ties and notebooks without
+    a copy keep their numbered order, after the timed ones. The results do not depend on the order
+    (each notebook reads only checkpoints keyed by what determines them: tests/test_order_independence.py)."""
+    timed = [(previous_seconds(out_dir / item[0].name), index, item) for index, item in enumerate(pending)]
+    return [item for _, _, item in sorted(timed, key=lambda t: (t[0] is None, -(t[0] or 0.0), t[1]))]
+
+
+def relative_paths(executed: str | Path) -> None:
+    """Papermill records the input and output notebooks' absolute paths in the metadata: shown
+    relative to the repository instead (no machine paths in a committed notebook)."""
+    import nbformat
+
+    from dapo.util.paths import shown_path
+
+    nb = nbformat.read(str(executed), as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = shown_path(meta[key])
+    nbformat.write(nb, str(executed))
 
 
 def run(profile: str = "synthetic", smoke: bool = False, only: list[str] | None = None,
@@ -187,6 +223,9 @@ def run(profile: str = "synthetic", smoke: bool = False, only: list[str] | None 
         else:
             pending.append((path, inputs, reason))
 
+    if jobs > 1 and len(pending) > 1:
+        pending = longest_first(pending, out_dir)
+        print(f"[dapo] order (longest previous run first): {', '.join(p.stem[:2] for p, *_ in pending)}", flush=True)
     failure = None
     pool = ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) if jobs > 1 else _InThisProcess()
     with pool:

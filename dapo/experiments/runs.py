@@ -30,7 +30,7 @@ from dapo.engine.ledger import record_model
 from dapo.experiments.profiles import ProfileConfig, resolve_profile
 from dapo.experiments.reporting import Provenance, save_figure, save_table, write_provenance
 from dapo.util.paths import figures_dir as default_figures_dir
-from dapo.util.paths import results_dir
+from dapo.util.paths import results_dir, shown_path  # noqa: F401 (shown_path re-exported for notebook 00)
 from dapo.util.precision import resolve_device, resolve_precision, set_run_precision
 from dapo.util.progress import tqdm
 
@@ -90,16 +90,6 @@ class Run:
                 f"\n    results -> {shown_path(self.out_dir)}\n    figures -> {shown_path(self.fig_dir)})")
 
 
-def shown_path(path: Path) -> str:
-    """``path`` relative to the repository when inside it (no machine paths in executed notebooks)."""
-    from dapo.util.paths import REPO_ROOT
-
-    try:
-        return str(Path(path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return f".../{Path(path).name}"
-
-
 def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0, data_root=None,
               dataset_roots: dict | None = None, backbone: str | None = None, pretrained: str | None = None,
               checkpoint: str | None = None, device: str = "auto", precision: str = "auto",
@@ -131,6 +121,9 @@ def start_run(profile: str = "synthetic", *, smoke: bool = False, seed: int = 0,
     fig_dir = Path(figures_dir) if figures_dir else default_figures_dir(profile, smoke)
     if prepare:
         prepare_data(cfg, seed=seed)
+    from dapo.experiments.evaluation_cache import set_run_folder
+
+    set_run_folder(out_dir / "cache" / "evaluations")  # evaluate_methods(cache="auto"): one per results folder
     return Run(cfg, prov, seed, dev, resolved_precision, out_dir, fig_dir, notebook, {**values, **(params or {})})
 
 
@@ -517,18 +510,58 @@ def add_inference_variants(trained: Mapping[tuple[str, int], tuple], variants: M
 
 
 def evaluate_methods(trained: Mapping[tuple[str, int], tuple], datasets: Mapping[str, Any], evaluate, *,
-                     device: str = "auto", progress: bool = True, **kwargs) -> dict[str, dict[str, list]]:
+                     device: str = "auto", progress: bool = True, cache: str | Path | None = "auto",
+                     **kwargs) -> dict[str, dict[str, list]]:
     """``{dataset: {label: [evaluate(model, dataset) per seed]}}`` for :func:`train_methods`'s output.
 
     A training-free method (no loss history) is the same model under every seed: it is
     evaluated once, so its tables show one value and no spread.
+
+    :func:`evaluate_binary` and :func:`evaluate_binary_curves` go through the evaluation cache shared
+    by every notebook (:mod:`dapo.experiments.evaluation_cache`), keyed by the evaluation, the model's
+    tensors and config, the dataset, the precision and the code: a model another notebook (or an
+    interrupted run) evaluated already is read back, byte for byte, instead of evaluated again. Both
+    share one entry (the curves at the default thresholds; :func:`evaluate_binary` is its table).
+    ``cache``: ``"auto"`` (the folder of the run :func:`start_run` started,
+    ``<output_dir>/cache/evaluations``), a folder, or ``None`` (off); the environment variable
+    ``DAPO_EVALUATION_CACHE=0`` turns it off everywhere. Other evaluators are never cached.
     """
+    from dapo.experiments.evaluation_cache import cache_folder, model_fingerprint
+
+    shared = evaluate is evaluate_binary or evaluate is evaluate_binary_curves
+    folder = cache_folder(cache) if shared else None
     results: dict[str, dict[str, list]] = {name: {} for name in datasets}
     for (label, seed), (model, history) in trained.items():
+        model_key = None
         for name, dataset in datasets.items():
             per_seed = results[name].setdefault(label, [])
             if history is None and per_seed:
                 continue
-            per_seed.append(evaluate(model, dataset, device=device, progress=progress,
-                                     desc=f"{label} seed {seed} on {name}", **kwargs))
+            desc = f"{label} seed {seed} on {name}"
+            if folder is None:
+                per_seed.append(evaluate(model, dataset, device=device, progress=progress, desc=desc, **kwargs))
+                continue
+            model_key = model_key or model_fingerprint(model)
+            curves = _cached_curves(folder, model_key, model, dataset, device=device, progress=progress, desc=desc,
+                                    **kwargs)
+            per_seed.append(curves if evaluate is evaluate_binary_curves else curves.table)
     return results
+
+
+def _cached_curves(folder: Path, model_key: dict, model, dataset, *, device: str, progress: bool, desc: str,
+                   **kwargs) -> BinaryEvaluation:
+    """:func:`evaluate_binary_curves` through the shared cache: one entry serves both binary evaluators
+    (:func:`evaluate_binary` is its ``table``, computed by the same evaluator)."""
+    from dapo.experiments.evaluation_cache import cached, entry_key
+    from dapo.util.progress import mode as progress_mode
+
+    precision = resolve_precision(kwargs.get("precision", "auto"), resolve_device(device))
+    arguments = {"batch_size": 8, **kwargs, "thresholds": [float(t) for t in kwargs.get("thresholds", CURVE_THRESHOLDS)]}
+    key = entry_key("dapo.experiments.runs.evaluate_binary_curves", arguments, model_key, dataset, precision)
+
+    def compute() -> dict:
+        result = evaluate_binary_curves(model, dataset, device=device, progress=progress, desc=desc, **kwargs)
+        return {"table": result.table, "roc": result.roc, "rates": result.rates}
+    frames = cached(folder, key, compute, ("table", "roc", "rates"),
+                    announce=f"{desc}: read from the evaluation cache" if progress and progress_mode() != "off" else None)
+    return BinaryEvaluation(**frames)

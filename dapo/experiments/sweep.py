@@ -11,7 +11,8 @@ Evaluations are cached beside each checkpoint (:func:`cached_evaluation`): a CSV
 after it, a key file that marks it complete and records what produced it (the dapo version and a
 hash of its source, the evaluation's name and datasets, the checkpoint's bytes, the backbone and
 the precision). An entry without its key file (an interrupted write), with another key, or whose
-CSV no longer matches the hash in its key file is ignored and recomputed, with a one-line note.
+CSV no longer matches the hash in its key file is ignored and recomputed, with a one-line note
+(:mod:`dapo.experiments.evaluation_cache` holds these helpers, shared with the notebooks' cache).
 The result has one row per (setting, seed, epoch, dataset, metric),
 and per value of any further key an evaluation returns (``binary_on(..., per_product=True)``: ``product``).
 """
@@ -19,15 +20,23 @@ and per value of any further key an evaluation returns (``binary_on(..., per_pro
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from dapo.experiments.evaluation_cache import (  # noqa: F401 (dataset_key, code_fingerprint: re-exported)
+    PRESENTATION,
+    code_fingerprint,
+    dataset_key,
+    note,
+    read_entry,
+    write_entry,
+)
 from dapo.experiments.runs import evaluate_binary, evaluate_multitype, find_checkpoint, non_default, train_or_load
 from dapo.util.progress import tqdm
 
@@ -83,21 +92,6 @@ class Evaluation:
         return frame[["dataset", *(key for key in EXTRA_KEYS if key in frame.columns), "metric", "value"]]
 
 
-def dataset_key(dataset: Any) -> Any:
-    """What identifies a dataset's evaluation: its class, root, input size, split, normalisation and a
-    hash of its image and mask paths (a dataset without ``records`` gives its ``repr``)."""
-    records = getattr(dataset, "records", None)
-    if records is None:
-        return {"class": type(dataset).__name__, "repr": repr(dataset)[:200]}
-    paths = hashlib.sha256("\n".join(f"{r.path}|{r.mask_path}|{','.join(r.native)}" for r in records).encode())
-    return {"class": type(dataset).__name__, "root": str(getattr(dataset, "root", "")),
-            "image_size": getattr(dataset, "image_size", None), "split": getattr(dataset, "split", None),
-            "vocab_scope": getattr(dataset, "vocab_scope", None),
-            "exclude_multi_defect": getattr(dataset, "exclude_multi_defect", None),
-            "mean": list(getattr(dataset, "mean", ()) or ()), "std": list(getattr(dataset, "std", ()) or ()),
-            "images": len(records), "records_sha256": paths.hexdigest()}
-
-
 def _check_datasets(datasets: Any) -> None:
     if not isinstance(datasets, Mapping) or not datasets or not all(isinstance(k, str) for k in datasets):
         raise ValueError(f"datasets={datasets!r}: expected a non-empty dict of dataset name -> opened dataset, "
@@ -137,26 +131,7 @@ def multitype_on(datasets: Mapping[str, Any], *, device: str = "auto", name: str
     return Evaluation(name, fn, {name: dataset_key(dataset) for name, dataset in datasets.items()})
 
 
-#: Source files that cannot change an evaluation's numbers (left out of :func:`code_fingerprint`).
-PRESENTATION = tuple(f"experiments/{name}.py" for name in ("plots", "tables", "reporting", "run_notebooks", "parameters",
-                                                              "conclusions", "verdicts", "claims", "reproduce")) + ("__main__.py",)
 CACHE_FORMAT = "dapo-evaluation-cache/2"
-
-
-def code_fingerprint() -> str:
-    """SHA-256 (16 hex digits) of the package's source and knowledge files, presentation modules and the
-    command line aside: any change to the code that computes an evaluation changes it."""
-    import dapo
-
-    package = Path(dapo.__file__).parent
-    digest = hashlib.sha256()
-    files = sorted([*package.rglob("*.py"), *package.glob("data/knowledge/*.yaml")])
-    for path in files:
-        relative = path.relative_to(package).as_posix()
-        if relative.startswith("cli/") or relative in PRESENTATION:
-            continue
-        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
 
 
 def cache_key(evaluation: Evaluation, checkpoint: Path, model, precision: str) -> dict:
@@ -173,46 +148,20 @@ def cache_key(evaluation: Evaluation, checkpoint: Path, model, precision: str) -
             "backbone": backbone.describe() if hasattr(backbone, "describe") else None, "precision": precision}
 
 
-def _note(path: Path, why: str) -> None:
-    print(f"note: evaluation cache {path} {why}: recomputing it", file=sys.stderr)
-
-
-def _differs(saved: dict, key: dict) -> str:
-    fields = [field for field in key if saved.get(field) != key[field]]
-    return ", ".join(fields) or "format"
-
-
 def read_cached(path: Path, key: dict) -> pd.DataFrame | None:
     """The cached table at ``path`` if its key file marks it complete, matches ``key`` and its hash; else
     ``None`` after a one-line note saying why (nothing is noted when there is no entry at all)."""
-    marker = path.with_name(path.name + ".key.json")
-    if not path.is_file():
+    found = read_entry(path, key, "csv_sha256")
+    if found is None:
         return None
-    if not marker.is_file():
-        _note(path, "has no key file (an interrupted write, or written by an older dapo)")
-        return None
+    content, saved = found
     try:
-        saved = json.loads(marker.read_text(encoding="utf-8"))
-        complete = isinstance(saved, dict) and isinstance(saved.get("key"), dict) and "csv_sha256" in saved
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        complete = False
-    if not complete:
-        _note(path, f"has an unreadable key file {marker.name}")
-        return None
-    if saved["key"] != key:
-        _note(path, f"was produced by another {_differs(saved['key'], key)}")
-        return None
-    content = path.read_bytes()
-    if hashlib.sha256(content).hexdigest() != saved["csv_sha256"]:
-        _note(path, "does not match the hash in its key file (changed or partly written)")
-        return None
-    try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(io.BytesIO(content))
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        _note(path, f"cannot be read as CSV ({type(error).__name__})")
+        note(path, f"cannot be read as CSV ({type(error).__name__})")
         return None
     if not {"dataset", "metric", "value"} <= set(frame.columns) or len(frame) != saved.get("rows", len(frame)):
-        _note(path, "lacks the columns dataset, metric, value or rows its key file counts")
+        note(path, "lacks the columns dataset, metric, value or rows its key file counts")
         return None
     return frame
 
@@ -224,7 +173,6 @@ def cached_evaluation(evaluation: Evaluation, checkpoint: Path, model) -> pd.Dat
 
     Trusts its caller (:func:`sweep`, :mod:`dapo.experiments.fidelity`): ``model`` must be the model of ``checkpoint``.
     """
-    from dapo.util.atomic import atomic_path, write_text
     from dapo.util.precision import resolve_precision
 
     safe = evaluation.name.replace("/", "_")
@@ -236,10 +184,7 @@ def cached_evaluation(evaluation: Evaluation, checkpoint: Path, model) -> pd.Dat
     if cached is not None:
         return cached
     frame = evaluation(model)
-    with atomic_path(path) as temporary:
-        frame.to_csv(temporary, index=False)
-    marker = {"key": key, "csv_sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "rows": len(frame)}
-    write_text(path.with_name(path.name + ".key.json"), json.dumps(marker, indent=1, sort_keys=True) + "\n")
+    write_entry(path, key, lambda temporary: frame.to_csv(temporary, index=False), "csv_sha256", rows=len(frame))
     return frame
 
 

@@ -406,16 +406,26 @@ def vocabulary_maps(model, image: torch.Tensor, words: str | Sequence[str], prod
 
 
 def playground_widget(show: Callable[[int, str], None], n_images: int, words: str, index: int = 0):
-    """An ipywidgets control (image index slider starting at ``index`` + defect-words text box) calling
-    ``show(index, words)``, or ``None`` when ipywidgets is not installed (the notebook then keeps its
-    static figure; nothing here needs a browser, so headless papermill runs either way)."""
+    """An ipywidgets control (image index slider starting at ``index`` + defect-words text box) that
+    calls ``show(index, words)`` into its output area whenever one of them changes, or ``None`` when
+    ipywidgets is not installed. Nothing is drawn when it is built: the notebook shows the first
+    image as a static figure, so a headless run (papermill, nbval) sends no widget output at all."""
     try:
         import ipywidgets
     except ImportError:
         return None
-    return ipywidgets.interactive(
-        show, index=ipywidgets.IntSlider(value=index, min=0, max=max(n_images - 1, 0), description="image"),
-        words=ipywidgets.Text(value=words, description="defects", continuous_update=False))
+    slider = ipywidgets.IntSlider(value=index, min=0, max=max(n_images - 1, 0), description="image")
+    text = ipywidgets.Text(value=words, description="defects", continuous_update=False)
+    output = ipywidgets.Output()
+
+    def redraw(_change=None) -> None:
+        with output:
+            output.clear_output(wait=True)
+            show(slider.value, text.value)
+
+    slider.observe(redraw, names="value")
+    text.observe(redraw, names="value")
+    return ipywidgets.VBox([slider, text, output])
 
 
 def measures_frame(embedded: Mapping, sample: PatchSample, vocabulary: Sequence[str], seen: Mapping[str, bool],

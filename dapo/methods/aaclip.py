@@ -227,8 +227,7 @@ class AACLIP(AnomalyModel):
     def __init__(self, backbone, config: AACLIPConfig | None = None) -> None:
         config = config or AACLIPConfig()
         super().__init__(backbone, config)
-        device = backbone.visual.conv1.weight.device
-        generator = torch.Generator().manual_seed(config.seed)
+        device, generator = self.device, self.seeded_generator()
         t_width, v_width, dim = backbone.text_width, backbone.vision_width, backbone.embed_dim
         n_text = adapted_count(len(backbone.text_blocks), config.text_adapt_fraction)
         n_image = adapted_count(len(backbone.vision_blocks), config.image_adapt_fraction)

@@ -240,8 +240,7 @@ class AdaCLIP(AnomalyModel):
     def __init__(self, backbone, config: AdaCLIPConfig | None = None) -> None:
         config = config or AdaCLIPConfig()
         super().__init__(backbone, config)
-        device = backbone.visual.conv1.weight.device
-        generator = torch.Generator().manual_seed(config.seed)
+        device, generator = self.device, self.seeded_generator()
         depth = {"L": min(config.prompt_depth, len(backbone.text_blocks)),
                  "V": min(config.prompt_depth, len(backbone.vision_blocks))}
         widths = {"L": backbone.text_width, "V": backbone.vision_width}

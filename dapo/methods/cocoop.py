@@ -150,8 +150,7 @@ class CoCoOp(AnomalyModel):
     def __init__(self, backbone, config: CoCoOpConfig | None = None) -> None:
         config = config or CoCoOpConfig()
         super().__init__(backbone, config)
-        device = backbone.visual.conv1.weight.device
-        generator = torch.Generator().manual_seed(config.seed)
+        device, generator = self.device, self.seeded_generator()
         if config.dpam_layers > len(backbone.vision_blocks):
             raise ValueError(f"CoCoOpConfig.dpam_layers={config.dpam_layers} exceeds the vision tower's "
                              f"{len(backbone.vision_blocks)} layers")

@@ -140,6 +140,11 @@ class AnomalyModel(nn.Module):
     def device(self) -> torch.device:
         return self.backbone.visual.conv1.weight.device
 
+    def seeded_generator(self) -> torch.Generator:
+        """A CPU generator seeded with ``config.seed``: every method draws its initial learnable
+        tensors from one, so a seed fixes the initialisation on any device."""
+        return torch.Generator().manual_seed(self.config.seed)
+
     @property
     def trainable(self) -> bool:
         """Whether the method has anything to train."""

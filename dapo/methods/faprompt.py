@@ -257,8 +257,7 @@ class FAPrompt(AnomalyModel):
     def __init__(self, backbone: Backbone, config: FAPromptConfig | None = None) -> None:
         config = config or FAPromptConfig()
         super().__init__(backbone, config)
-        device = backbone.visual.conv1.weight.device
-        generator = torch.Generator().manual_seed(config.seed)
+        device, generator = self.device, self.seeded_generator()
         width, dim = backbone.text_width, backbone.embed_dim
         n_text, n_vision = len(backbone.text_blocks), len(backbone.vision_blocks)
         if config.text_depth > n_text:

@@ -239,8 +239,7 @@ class ViP2CLIP(AnomalyModel):
     def __init__(self, backbone, config: ViP2CLIPConfig | None = None) -> None:
         config = config or ViP2CLIPConfig()
         super().__init__(backbone, config)
-        device = backbone.visual.conv1.weight.device
-        generator = torch.Generator().manual_seed(config.seed)
+        device, generator = self.device, self.seeded_generator()
         width, dim = backbone.text_width, backbone.embed_dim
         std = config.token_init_std
         self.ctx_normal = nn.Parameter(torch.randn(config.n_ctx, width, generator=generator) * std)

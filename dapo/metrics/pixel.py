@@ -1,7 +1,7 @@
 """Streaming pixel-level binary metrics (AUROC, AP, F1-max, both AUPROs) for one product.
 
 Maps are evaluated as given: they are smoothed once, by the predictor
-(:func:`dapo.engine.inference.gaussian_smooth` with ``DAPOConfig.smoothing_sigma``), never here.
+(:func:`dapo.methods.scoring.gaussian_smooth` with ``DAPOConfig.smoothing_sigma``), never here.
 
 Masks follow the soft-mask rule of :mod:`dapo.metrics.validation`: binary (bool, 0/1, integer
 0/255) unless ``mask_threshold=t`` is given, which reads ``mask > t`` as anomalous.

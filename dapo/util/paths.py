@@ -37,3 +37,12 @@ def figures_dir(profile: str, smoke: bool = False) -> Path:
 def data_dir() -> Path:
     """Default data root: ``$DAPO_DATA`` or ``data/`` in the repository."""
     return Path(os.environ.get("DAPO_DATA", REPO_ROOT / "data")).resolve()
+
+
+def shown_path(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it, else ``.../<name>``: no machine paths in
+    executed notebooks, messages or help texts."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return f".../{Path(path).name}"

@@ -12,8 +12,10 @@ every checkpoint as JSON (:meth:`DAPOConfig.to_dict` / :meth:`DAPOConfig.from_di
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from dapo.methods.contract import MethodConfig
 
 TEXT_PROMPT_KINDS = ("defect_aware", "object_agnostic", "handcrafted_defects", "handcrafted_binary")
 LEARNED_PROMPT_KINDS = ("defect_aware", "object_agnostic")
@@ -21,7 +23,7 @@ BINARY_PROMPT_KINDS = ("object_agnostic", "handcrafted_binary")
 
 
 @dataclass(frozen=True)
-class DAPOConfig:
+class DAPOConfig(MethodConfig):
     """Configuration of a DAPO-style model (DAPO itself with the defaults).
 
     Prompts
@@ -177,22 +179,18 @@ class DAPOConfig:
     dpam_layers: int = 0
     temperature: float | None = 0.07
     aggregation: str = "mean"
-    global_score: str = "pair"
-    image_score_global_weight: float = 1.0
-    map_score: str = "max"
     smoothing_sigma: float = 0.0
-    softmax_before_upsample: bool = True
-    upsample_align_corners: bool = True
-    inference_vocabulary: str = "product"
     lam: float = 4.0
     local_reduction: str = "mean"
     dice_terms: str = "both"
     global_loss_weight: float = 1.0
     focal_gamma: float = 2.0
     focal_smooth: float = 1e-5
-    seed: int = 0
+
+    TUPLE_FIELDS: ClassVar[tuple[str, ...]] = ("templates", "normal_states", "abnormal_states")
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # name, scoring and vocabulary fields (MethodConfig)
         choices = {
             "text_prompts": TEXT_PROMPT_KINDS,
             "init": ("clip", "random", "offset", "small"),
@@ -203,9 +201,6 @@ class DAPOConfig:
             "text_deep_layout": ("prefix", "context"),
             "adapter_init": ("projection", "random"),
             "aggregation": ("mean", "attention"),
-            "global_score": ("pair", "states"),
-            "map_score": ("max", "top3_mean"),
-            "inference_vocabulary": ("product", "dataset"),
             "local_reduction": ("mean", "sum"),
             "dice_terms": ("both", "abnormal"),
         }
@@ -226,11 +221,9 @@ class DAPOConfig:
                 raise ValueError(f"DAPOConfig.{key} must be None (every layer) or >= 0, got {value}")
         if not 0.0 <= self.alpha0 < 1.0 or not 0.0 < self.alpha_decay <= 1.0:
             raise ValueError(f"need 0 <= alpha0 < 1 and 0 < alpha_decay <= 1, got {self.alpha0}, {self.alpha_decay}")
-        if not 0.0 <= self.image_score_global_weight <= 1.0:
-            raise ValueError(f"image_score_global_weight must lie in [0, 1], got {self.image_score_global_weight}")
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"temperature must be > 0 (or None for the backbone's logit scale), got {self.temperature}")
-        for key in ("lam", "global_loss_weight", "smoothing_sigma", "focal_gamma"):
+        for key in ("lam", "global_loss_weight", "focal_gamma"):
             if getattr(self, key) < 0:
                 raise ValueError(f"DAPOConfig.{key} must be >= 0, got {getattr(self, key)}")
         if not 0.0 <= self.focal_smooth < 0.5:
@@ -268,25 +261,10 @@ class DAPOConfig:
     def uses_vision_deep_tokens(self) -> bool:
         return self.vision_deep_tokens > 0 and self.vision_depth != 0
 
-    def with_overrides(self, **overrides: Any) -> DAPOConfig:
-        """A copy with some fields changed (unknown names raise ``TypeError``)."""
-        return replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dictionary (tuples become lists)."""
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DAPOConfig:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``ValueError``."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown DAPOConfig keys {unknown}")
-        values = dict(data)
-        for key in ("templates", "normal_states", "abnormal_states"):
-            if values.get(key) is not None:
-                values[key] = tuple(values[key])
-        if values.get("defect_states") is not None:
-            values["defect_states"] = {k: tuple(v) for k, v in values["defect_states"].items()}
-        return cls(**values)
+        """Inverse of :meth:`to_dict` (:meth:`MethodConfig.from_dict`, and ``defect_states``' lists
+        back to tuples); unknown keys raise ``ValueError``."""
+        if data.get("defect_states") is not None:
+            data = {**data, "defect_states": {k: tuple(v) for k, v in data["defect_states"].items()}}
+        return super().from_dict(data)

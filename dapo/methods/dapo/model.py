@@ -98,8 +98,7 @@ class DAPO(AnomalyModel):
     def __init__(self, backbone: Backbone, config: DAPOConfig | None = None) -> None:
         config = config or DAPOConfig()
         super().__init__(backbone, config)
-        device = backbone.visual.conv1.weight.device
-        generator = torch.Generator().manual_seed(config.seed)
+        device, generator = self.device, self.seeded_generator()
         text_mean, text_std = token_embedding_stats(backbone.text.token_embedding.weight.cpu())
         deep_init = config.init if config.init in ("random", "small") else "clip"
 
