@@ -52,6 +52,20 @@ def tiny_image_size() -> int:
     return TINY_IMAGE
 
 
+@pytest.fixture(scope="module")
+def smoke_target_world(tmp_path_factory, tiny_image_size):
+    """``(profile config, name)`` of the synthetic profile's first target world, written at smoke size
+    into a fresh data root (the config at the tiny image size, one epoch)."""
+    from dapo.experiments.profiles import resolve_profile
+    from dapo.synthetic.worlds import write_world
+
+    root = tmp_path_factory.mktemp("worlds")
+    cfg = resolve_profile("synthetic", smoke=True, data_root=root, image_size=tiny_image_size, epochs=1)
+    name = cfg.target_datasets[0]
+    write_world(name, cfg.dataset_roots[name], smoke=True, image_size=64)
+    return cfg, name
+
+
 @pytest.fixture
 def test_prompts() -> dict:
     """Explicit handcrafted prompt lists (DAPOConfig overrides) for baseline tests."""

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from dapo.experiments import evaluation_cache, runs
-from dapo.experiments.profiles import resolve_profile
 from dapo.experiments.runs import (
     evaluate_binary,
     evaluate_binary_curves,
@@ -28,12 +27,8 @@ from dapo.synthetic.worlds import write_world
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, tiny_image_size):
-    root = tmp_path_factory.mktemp("worlds")
-    cfg = resolve_profile("synthetic", smoke=True, data_root=root, image_size=tiny_image_size, epochs=1)
-    name = cfg.target_datasets[0]
-    write_world(name, cfg.dataset_roots[name], smoke=True, image_size=64)
-    return cfg, name
+def world(smoke_target_world):
+    return smoke_target_world
 
 
 @pytest.fixture(scope="module")

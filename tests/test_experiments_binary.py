@@ -10,7 +10,6 @@ import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-from dapo.experiments.profiles import resolve_profile
 from dapo.experiments.runs import (
     add_inference_variants,
     evaluate_binary,
@@ -22,15 +21,11 @@ from dapo.experiments.runs import (
     predict_products,
 )
 from dapo.methods import config_for, make_model
-from dapo.synthetic.worlds import write_world
 
 
 @pytest.fixture(scope="module")
-def target(tmp_path_factory, tiny_image_size):
-    root = tmp_path_factory.mktemp("worlds")
-    cfg = resolve_profile("synthetic", smoke=True, data_root=root, image_size=tiny_image_size, epochs=1)
-    name = cfg.target_datasets[0]
-    write_world(name, cfg.dataset_roots[name], smoke=True, image_size=64)
+def target(smoke_target_world):
+    cfg, name = smoke_target_world
     return open_profile_dataset(cfg, name, split="test")
 
 
