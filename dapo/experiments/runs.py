@@ -15,6 +15,7 @@ Evaluation runs product by product (MultiADS/DAPO protocol).
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -65,7 +66,10 @@ class Run:
         return dataclasses.replace(self.prov, seeds=seeds, train_precision="+".join(ledger.training_precisions()))
 
     def _record(self, prov: Provenance) -> None:
+        from dapo.experiments.timings import write_work
+
         write_provenance(self.out_dir, prov, self.notebook, run=self.cfg.describe())
+        write_work(self.out_dir, self.notebook, prov.run_id, ledger.work())
 
     def table(self, df, name: str, caption: str = "", **kwargs) -> Path:
         """Save a table as CSV + Markdown under the run's results folder."""
@@ -254,16 +258,27 @@ def train_or_load(cfg: ProfileConfig, method: str, run_dir: str | Path, *, seed:
     vocabulary = training_words(training_vocabulary(dataset), cfg.train_dataset, recipe.training)
     folder = checkpoint_dir(run_dir, method, seed, overrides, None if epochs == standard_epochs(cfg, recipe) else epochs)
     with folder_lock(folder):
+        start = time.perf_counter()
         found = find_checkpoint(run_dir, method, seed, overrides, epochs, check=(model, vocabulary, training))
         if found is not None:
             record_model(method, seed, found)
-            return load_trained(found, backbone).to(dev), load_history(found.parent, epochs)
+            loaded = load_trained(found, backbone).to(dev), load_history(found.parent, epochs)
+            ledger.record_work("training", _work_key(run_dir, found), "loaded", time.perf_counter() - start)
+            return loaded
         if not list_checkpoints(folder) and distributed.current().main:
             _start_from_shorter(run_dir, method, seed, overrides, folder, epochs, (model, vocabulary, training))
         distributed.barrier()  # data-parallel ranks resume from what rank 0 copied
         result = train(model, dataset, folder, training, device=str(dev), progress=progress, vocabulary=vocabulary)
     record_model(method, seed, result.final)
+    ledger.record_work("training", _work_key(run_dir, result.final), "trained", time.perf_counter() - start)
     return model, result.history
+
+
+def _work_key(run_dir: str | Path, checkpoint: str | Path) -> str:
+    """A checkpoint as :mod:`dapo.engine.ledger` records it: under the name of the run's folder
+    (``synthetic/checkpoints/...``; ``trained_on_x/checkpoints/...`` for another training direction)."""
+    run_dir = Path(run_dir).resolve()
+    return (Path(run_dir.name) / Path(checkpoint).resolve().relative_to(run_dir)).as_posix()
 
 
 def standard_epochs(cfg: ProfileConfig, recipe) -> int:
@@ -385,6 +400,7 @@ def predict_products(model, dataset, *, device: str = "auto", precision: str = "
                 yield product, words, batch, predictor(batch["image"].to(dev))
 
 
+@ledger.timed_evaluation
 def evaluate_multitype(model, dataset, *, desc: str = "multi-type", **kwargs):
     """Zero-shot multi-type segmentation of every product over normal + its own defect types
     (the protocol of both official codes, whatever the method's binary vocabulary)."""
@@ -413,6 +429,7 @@ def binary_evaluator(model, dataset, *, desc: str = "binary", **kwargs):
     return reduce_evaluator(evaluator)
 
 
+@ledger.timed_evaluation
 def evaluate_binary(model, dataset, *, desc: str = "binary", **kwargs):
     """Binary detection and segmentation of every product (image and pixel metrics): product x
     metric, plus a ``mean`` row."""
@@ -438,6 +455,7 @@ class BinaryEvaluation:
     rates: Any
 
 
+@ledger.timed_evaluation
 def evaluate_binary_curves(model, dataset, *, thresholds: Sequence[float] = CURVE_THRESHOLDS,
                            desc: str = "binary", **kwargs) -> BinaryEvaluation:
     """:func:`evaluate_binary` plus the image-level ROC points and the rates at ``thresholds``
@@ -447,6 +465,7 @@ def evaluate_binary_curves(model, dataset, *, thresholds: Sequence[float] = CURV
                             evaluator.rates_at(list(thresholds), "image", pooled=True))
 
 
+@ledger.timed_evaluation
 def multilabel_evaluator(model, dataset, *, desc: str = "multi-label", **kwargs):
     """The filled :class:`~dapo.metrics.MultiLabelEvaluator` (Eq. 11, Table 11): per product, the
     image-level ``P(D_k)`` (``Prediction.defect_probs``) of the product's own defect types against
@@ -559,9 +578,15 @@ def _cached_curves(folder: Path, model_key: dict, model, dataset, *, device: str
     arguments = {"batch_size": 8, **kwargs, "thresholds": [float(t) for t in kwargs.get("thresholds", CURVE_THRESHOLDS)]}
     key = entry_key("dapo.experiments.runs.evaluate_binary_curves", arguments, model_key, dataset, precision)
 
+    computed = []
+
     def compute() -> dict:
         result = evaluate_binary_curves(model, dataset, device=device, progress=progress, desc=desc, **kwargs)
+        computed.append(True)
         return {"table": result.table, "roc": result.roc, "rates": result.rates}
+    start = time.perf_counter()
     frames = cached(folder, key, compute, ("table", "roc", "rates"),
                     announce=f"{desc}: read from the evaluation cache" if progress and progress_mode() != "off" else None)
+    if not computed:  # a computed one was recorded by evaluate_binary_curves itself
+        ledger.record_work("evaluation", f"evaluate_binary_curves: {desc}", "cached", time.perf_counter() - start)
     return BinaryEvaluation(**frames)
