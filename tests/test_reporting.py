@@ -67,6 +67,28 @@ def test_figure_and_provenance_json(tmp_path):
     assert meta["04_binary"]["seed"] == 4  # one entry per notebook, the others kept
 
 
+def _write_entries(folder, prefix, count, barrier):
+    barrier.wait()
+    for i in range(count):
+        write_provenance(folder, _prov(seed=i), f"{prefix}{i:02d}")
+
+
+def test_two_processes_writing_provenance_at_once_keep_every_entry(tmp_path):
+    """`make reproduce -j 2`: two notebooks save tables at the same moments."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(2)
+    workers = [context.Process(target=_write_entries, args=(tmp_path, prefix, 60, barrier)) for prefix in "ab"]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    entries = json.loads((tmp_path / "provenance.json").read_text())
+    assert sorted(entries) == sorted(f"{p}{i:02d}" for p in "ab" for i in range(60))
+
+
 def test_markdown_flattens_multi_level_rows_and_columns(tmp_path):
     rows = pd.MultiIndex.from_tuples([("visa", "DAPO"), ("visa", "MultiADS")], names=["test", "method"])
     cols = pd.MultiIndex.from_tuples([("DAPO", "auroc"), ("DAPO", "f1")], names=["method", "metric"])

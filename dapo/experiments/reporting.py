@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from dapo import __version__
-from dapo.util.atomic import atomic_path, write_text
+from dapo.util.atomic import atomic_path, update_text, write_text
 
 SYNTHETIC_LABEL = "SYNTHETIC profile (generated world + compact backbone; not a reproduction of the paper)"
 
@@ -164,15 +164,15 @@ def save_figure(fig, name: str, fig_dir: str | Path, prov: Provenance, dpi: int 
 
 
 def write_provenance(out_dir: str | Path, prov: Provenance, notebook: str = "api", **extra) -> Path:
-    """Record ``prov`` as the entry of ``notebook`` in ``provenance.json`` next to the tables of a run."""
-    path = Path(out_dir) / "provenance.json"
-    entries = {}
-    if path.is_file():
+    """Record ``prov`` as the entry of ``notebook`` in ``provenance.json`` next to the tables of a run
+    (under a lock: notebooks running at once each keep their entry)."""
+    def change(old: str | None) -> str:
         try:
-            entries = json.loads(path.read_text())
+            entries = json.loads(old) if old else {}
         except json.JSONDecodeError:
             entries = {}
         if "profile" in entries:  # the older single-entry format
             entries = {}
-    entries[notebook] = {**asdict(prov), **extra}
-    return write_text(path, json.dumps(entries, indent=2, sort_keys=True) + "\n")
+        entries[notebook] = {**asdict(prov), **extra}
+        return json.dumps(entries, indent=2, sort_keys=True) + "\n"
+    return update_text(Path(out_dir) / "provenance.json", change)
