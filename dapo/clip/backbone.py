@@ -23,6 +23,8 @@ import os
 import pickle
 import socket
 import weakref
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -248,6 +250,7 @@ class Backbone(nn.Module):
         for parameter in self.clip.parameters():
             parameter.requires_grad_(False)
         self.train(False)
+        self._text_memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     def train(self, mode: bool = True) -> Backbone:
         """The encoders are frozen: they never leave evaluation mode (no dropout)."""
@@ -319,6 +322,24 @@ class Backbone(nn.Module):
     # --- text
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         return self.tokenizer(texts)
+
+    #: Entries :meth:`frozen_text` keeps (least recently used dropped first).
+    TEXT_MEMO_SIZE = 64
+
+    def frozen_text(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``compute()``, the frozen text tower's output for ``key`` (the prompt texts and whatever
+        else decides the computation: device, autocast dtype), computed once per backbone and then
+        returned as computed (detached). The weights never change after loading, so every model
+        built on this backbone shares it: the handcrafted prompts of MultiADS or CLIP-AC are
+        encoded once per run and product, not once per seed, epoch and evaluation."""
+        if key in self._text_memo:
+            self._text_memo.move_to_end(key)
+            return self._text_memo[key]
+        value = compute().detach()
+        self._text_memo[key] = value
+        while len(self._text_memo) > self.TEXT_MEMO_SIZE:
+            self._text_memo.popitem(last=False)
+        return value
 
     @property
     def text_attn_mask(self) -> torch.Tensor | None:

@@ -255,11 +255,18 @@ class DAPO(AnomalyModel):
             context = self.context.contexts(n_states - 1)
             return self._run_text(ids.repeat_interleave(n_prompts, dim=0), context), [n_prompts] * n_states
         states = handcrafted_state_prompts(self.config, vocabulary, product)
-        self._check_prompts_fit(vocabulary, states, "the rest of the template and state phrase",
-                                "use a shorter defect or product name, or shorter templates and state phrases")
-        ids = self.backbone.tokenize([text for state in states for text in state])
-        embeddings = torch.cat([self._run_text(chunk) for chunk in ids.split(TEXT_CHUNK)])
-        return embeddings, [len(state) for state in states]
+
+        def run() -> torch.Tensor:
+            self._check_prompts_fit(vocabulary, states, "the rest of the template and state phrase",
+                                    "use a shorter defect or product name, or shorter templates and state phrases")
+            ids = self.backbone.tokenize([text for state in states for text in state])
+            return torch.cat([self._run_text(chunk) for chunk in ids.split(TEXT_CHUNK)])
+        counts = [len(state) for state in states]
+        if self.text_deep is not None:  # learned deep text tokens: the output depends on this model's parameters
+            return run(), counts
+        dtype = torch.get_autocast_dtype(self.device.type) if torch.is_autocast_enabled(self.device.type) else None
+        key = ("handcrafted", tuple(text for state in states for text in state), str(self.device), dtype)
+        return self.backbone.frozen_text(key, run), counts
 
     def _encode_learned(self, vocabulary: tuple[str, ...]) -> torch.Tensor:
         return state_means(*self.prompt_embeddings(vocabulary), normalize_first=self.config.state_mean == "normalized")
