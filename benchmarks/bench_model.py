@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from tabulate import tabulate
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from dapo.clip.backbone import load_backbone
+from dapo.clip.backbone import frozen_memos_off, load_backbone
 from dapo.engine.inference import Predictor
 from dapo.engine.train import training_step
 from dapo.methods import METHODS, make_model
@@ -146,6 +146,7 @@ def random_batch(batch: int, size: int, n_classes: int, device: torch.device) ->
             "product": ["widget"] * batch}
 
 
+@frozen_memos_off()  # a repeated batch runs the towers every time
 def measure(phases: dict, steps: int, warmup: int, device: torch.device,
             clock=time.perf_counter) -> dict[str, tuple[float, float]]:
     """Median seconds per call and peak memory (MB) of each phase, timed in interleaved rounds."""

@@ -44,6 +44,13 @@ def median_rate(step, images: int, repeats: int) -> float:
 
 
 def measure(method: str, cfg, backbone, batch_size: int, repeats: int) -> dict:
+    from dapo.clip.backbone import frozen_memos_off
+
+    with frozen_memos_off():  # the bare and the pipeline rates both run the towers on every batch
+        return _measure(method, cfg, backbone, batch_size, repeats)
+
+
+def _measure(method: str, cfg, backbone, batch_size: int, repeats: int) -> dict:
     from dapo.data import collate_samples
     from dapo.engine.inference import Predictor
     from dapo.engine.train import make_optimizer, train, training_step, training_vocabulary

@@ -15,6 +15,7 @@ to pass a local file (no minute of download retries).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -251,10 +252,37 @@ class Backbone(nn.Module):
             parameter.requires_grad_(False)
         self.train(False)
         self._text_memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._vision_memo: OrderedDict[tuple, tuple] = OrderedDict()
 
     def train(self, mode: bool = True) -> Backbone:
         """The encoders are frozen: they never leave evaluation mode (no dropout)."""
         return super().train(False)
+
+    def frozen_vision(self, key: tuple, images: torch.Tensor, compute: Callable[[], tuple]) -> tuple:
+        """``compute()``, a frozen vision path's outputs (tensors, or dicts and tuples of them) for the
+        batch ``images``, kept per backbone for evaluation: a method whose image tower has nothing
+        learnable (MultiADS, CLIP-AC, AnomalyCLIP, ...) sees the same test batches for every seed and
+        target pass, and gets the very tensors computed the first time. ``key`` names the path (its
+        DPAM layers, taps); the batch's bytes, shape, device, the autocast dtype and the weights'
+        identity complete it. Under
+        autograd (training) it only computes. Holds at most :func:`feature_memo_bytes` (least recently
+        used dropped first; ``DAPO_FEATURE_MEMO_MB=0`` turns it off)."""
+        budget = feature_memo_bytes()
+        if budget <= 0 or torch.is_grad_enabled():
+            return compute()
+        device_type = images.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+        digest = hashlib.blake2b(images.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes(),
+                                 digest_size=16).hexdigest()
+        full = (_weights_key(self.clip), key, tuple(images.shape), str(images.dtype), str(images.device), dtype, digest)
+        if full in self._vision_memo:
+            self._vision_memo.move_to_end(full)
+            return self._vision_memo[full][0]
+        value = compute()
+        self._vision_memo[full] = (value, _tensor_bytes(value))
+        while sum(size for _, size in self._vision_memo.values()) > budget and self._vision_memo:
+            self._vision_memo.popitem(last=False)
+        return value
 
     # --- shapes
     @property
@@ -329,9 +357,12 @@ class Backbone(nn.Module):
     def frozen_text(self, key: tuple, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
         """``compute()``, the frozen text tower's output for ``key`` (the prompt texts and whatever
         else decides the computation: device, autocast dtype), computed once per backbone and then
-        returned as computed (detached). The weights never change after loading, so every model
-        built on this backbone shares it: the handcrafted prompts of MultiADS or CLIP-AC are
-        encoded once per run and product, not once per seed, epoch and evaluation."""
+        returned as computed (detached), so every model built on this backbone shares it: the
+        handcrafted prompts of MultiADS or CLIP-AC are encoded once per run and product, not once
+        per seed, epoch and evaluation. Other weights loaded into the backbone (in place or not) miss."""
+        if not _MEMOS_ON[-1]:
+            return compute()
+        key = (_weights_key(self.clip), *key)
         if key in self._text_memo:
             self._text_memo.move_to_end(key)
             return self._text_memo[key]
@@ -413,6 +444,48 @@ class Backbone(nn.Module):
         if visual.final_ln_after_pool:
             pooled = visual.ln_post(pooled)
         return pooled @ visual.proj.to(pooled.dtype) if visual.proj is not None else pooled
+
+
+#: Environment variable: megabytes :meth:`Backbone.frozen_vision` may hold per backbone (0: off).
+FEATURE_MEMO_ENV = "DAPO_FEATURE_MEMO_MB"
+DEFAULT_FEATURE_MEMO_MB = 1024
+
+
+_MEMOS_ON = [True]
+
+
+@contextlib.contextmanager
+def frozen_memos_off():
+    """Inside: :meth:`Backbone.frozen_text` and :meth:`Backbone.frozen_vision` compute every time
+    (timings of a model: :mod:`dapo.experiments.efficiency` and the benchmarks repeat one batch)."""
+    _MEMOS_ON.append(False)
+    try:
+        yield
+    finally:
+        _MEMOS_ON.pop()
+
+
+def feature_memo_bytes() -> int:
+    """The vision memo's budget in bytes, from ``DAPO_FEATURE_MEMO_MB`` (default 1024; 0 inside
+    :func:`frozen_memos_off`)."""
+    if not _MEMOS_ON[-1]:
+        return 0
+    text = os.environ.get(FEATURE_MEMO_ENV, "").strip()
+    try:
+        megabytes = float(text) if text else DEFAULT_FEATURE_MEMO_MB
+    except ValueError:
+        raise ValueError(f"{FEATURE_MEMO_ENV}={text!r}: expected a number of megabytes (0 turns the memo off)") from None
+    return int(megabytes * 2**20)
+
+
+def _tensor_bytes(value) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, (tuple, list)):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
 
 
 # ----------------------------------------------------------------------------- frozen blocks
@@ -497,8 +570,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torc
 _PREPARED: weakref.WeakKeyDictionary[nn.Module, dict] = weakref.WeakKeyDictionary()
 
 
-def _weights_key(blocks: nn.ModuleList) -> tuple:
-    """Identity of the blocks' current weights (storage and in-place version of every tensor)."""
+def _weights_key(blocks: nn.Module) -> tuple:
+    """Identity of a module's current weights (storage and in-place version of every tensor)."""
     return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in blocks.parameters())
 
 

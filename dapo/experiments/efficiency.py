@@ -47,6 +47,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from dapo.clip.backbone import frozen_memos_off
+
 #: The method both papers' cost tables measure: the denominator of every ratio.
 REFERENCE_METHOD = "anomalyclip"
 #: The paper configuration of the parameter counts (FAPrompt appendix B.1, ViP²-CLIP Sec. 5.1).
@@ -219,6 +221,7 @@ def _spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else float("nan")
 
 
+@frozen_memos_off()  # every timed call runs the towers: no memo serves a repeated batch
 def measure_method(method: str, backbone, vocabulary: Sequence[str], product: str, setup: Setup = Setup()) -> dict:
     """One method's record (the columns of :data:`MEASURED` plus method, label, training_free,
     recipe_epochs and what was measured how) in this process, on ``backbone``'s device."""

@@ -27,7 +27,12 @@ from torch import nn
 
 from dapo.clip.vocabulary import check_prompts_fit, check_vocabulary, context_length, token_count
 from dapo.methods.contract import AnomalyModel, DAPOOutput, MethodConfig
-from dapo.methods.dapo.dpam import OFFICIAL_DPAM_LAYERS, OFFICIAL_VISION_LAYERS, run_vision_blocks, scaled_dpam_layers
+from dapo.methods.dapo.dpam import (
+    OFFICIAL_DPAM_LAYERS,
+    OFFICIAL_VISION_LAYERS,
+    frozen_vision_blocks,
+    scaled_dpam_layers,
+)
 from dapo.methods.dapo.losses import global_loss, local_loss
 from dapo.methods.dapo.progressive import run_blocks
 from dapo.methods.recipe import TrainConfig
@@ -243,9 +248,8 @@ class CoCoOp(AnomalyModel):
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
         """Normalised global embedding (B, C), projected patch tokens per tap (B, h*w, C), and (h, w)."""
         backbone = self.backbone
-        x = backbone.embed_image(images.to(self.device))
-        x, tapped = run_vision_blocks(backbone.vision_blocks, x, dpam_layers=self.config.dpam_layers,
-                                      taps=backbone.tap_layers)
+        images = images.to(self.device)
+        x, tapped = frozen_vision_blocks(backbone, images, dpam_layers=self.config.dpam_layers, taps=backbone.tap_layers)
         image_embedding = F.normalize(backbone.pool_image(x).float(), dim=-1)
         patches = [project_patches(backbone, tapped[layer], self.config.patch_ln_post) for layer in backbone.tap_layers]
         return image_embedding, patches, backbone.grid_size(tuple(images.shape[-2:]))

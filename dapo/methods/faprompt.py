@@ -38,7 +38,12 @@ from torch import nn
 
 from dapo.clip.backbone import Backbone
 from dapo.methods.contract import AnomalyModel, DAPOOutput, MethodConfig
-from dapo.methods.dapo.dpam import OFFICIAL_DPAM_LAYERS, OFFICIAL_VISION_LAYERS, run_vision_blocks, scaled_dpam_layers
+from dapo.methods.dapo.dpam import (
+    OFFICIAL_DPAM_LAYERS,
+    OFFICIAL_VISION_LAYERS,
+    frozen_vision_blocks,
+    scaled_dpam_layers,
+)
 from dapo.methods.dapo.losses import dice_loss, focal_loss
 from dapo.methods.dapo.progressive import DeepPrompts, run_blocks
 from dapo.methods.dapo.prompts import PLACEHOLDER, check_placeholders, placeholder_id
@@ -331,9 +336,9 @@ class FAPrompt(AnomalyModel):
         """Normalised global embedding (B, C), V-V patch embeddings (B, N, C) and the grid (h, w)."""
         backbone = self.backbone
         blocks = backbone.vision_blocks
-        x = backbone.embed_image(images.to(self.device))
+        images = images.to(self.device)
         last = len(blocks)
-        x, tapped = run_vision_blocks(blocks, x, dpam_layers=self.config.dpam_layers, taps=(last,))
+        x, tapped = frozen_vision_blocks(backbone, images, dpam_layers=self.config.dpam_layers, taps=(last,))
         proj = backbone.visual.proj
         patches = backbone.patch_tokens(tapped[last])
         patches = patches @ proj.to(patches.dtype) if proj is not None else patches

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dapo.methods.contract import AnomalyModel, DAPOOutput, MethodConfig
+from dapo.methods.dapo.dpam import frozen_vision_blocks
 from dapo.methods.dapo.losses import dice_loss, focal_loss
 from dapo.methods.dapo.progressive import run_blocks
 from dapo.methods.dapo.prompts import PLACEHOLDER, placeholder_id
@@ -320,7 +321,8 @@ class ViP2CLIP(AnomalyModel):
         """Normalised global embedding f (B, C), normalised projected patch embeddings of every
         aligned layer (B, h*w, C) and the grid (h, w). The frozen tower needs no gradient."""
         backbone = self.backbone
-        x, tapped = run_blocks(backbone.vision_blocks, backbone.embed_image(images.to(self.device)), taps=self.layers)
+        images = images.to(self.device)
+        x, tapped = frozen_vision_blocks(backbone, images, dpam_layers=0, taps=self.layers)  # = run_blocks
         proj = backbone.visual.proj
         if self.config.global_ln_post:
             f = backbone.pool_image(x)

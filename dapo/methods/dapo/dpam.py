@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dapo.methods.dapo.progressive import DeepPrompts, run_blocks
+from dapo.methods.dapo.progressive import DeepPrompts, fused_blocks, run_blocks
 
 #: AnomalyCLIP's DPAM covers the last 19 of ViT-L/14's 24 vision layers (``DPAM_layer=20``).
 OFFICIAL_DPAM_LAYERS = 19
@@ -93,3 +93,16 @@ def run_vision_blocks(blocks: nn.ModuleList, x: torch.Tensor, *, dpam_layers: in
         if layer in taps:
             tapped[layer] = dpam
     return x, tapped
+
+
+def frozen_vision_blocks(backbone, images: torch.Tensor, *, dpam_layers: int, taps: Iterable[int]
+                         ) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """:func:`run_vision_blocks` on ``backbone.embed_image(images)`` without deep tokens: the frozen
+    image tower of MultiADS, CLIP-AC, AnomalyCLIP, CoCoOp, FAPrompt, ViP²-CLIP, memoised per backbone
+    for evaluation (:meth:`dapo.clip.backbone.Backbone.frozen_vision`; the key holds the DPAM layers,
+    the taps and whether the fused blocks run)."""
+    taps = tuple(taps)
+    return backbone.frozen_vision(
+        ("run_vision_blocks", dpam_layers, taps, fused_blocks()), images,
+        lambda: run_vision_blocks(backbone.vision_blocks, backbone.embed_image(images), dpam_layers=dpam_layers,
+                                  taps=taps))

@@ -29,7 +29,7 @@ from dapo.clip.backbone import Backbone
 from dapo.clip.vocabulary import check_prompts_fit, check_vocabulary, context_length
 from dapo.methods.contract import AnomalyModel, DAPOOutput
 from dapo.methods.dapo.config import DAPOConfig
-from dapo.methods.dapo.dpam import run_vision_blocks
+from dapo.methods.dapo.dpam import frozen_vision_blocks, run_vision_blocks
 from dapo.methods.dapo.losses import loss_terms
 from dapo.methods.dapo.progressive import DeepPrompts, run_blocks
 from dapo.methods.dapo.prompts import (
@@ -283,12 +283,17 @@ class DAPO(AnomalyModel):
         attention path (:mod:`dapo.methods.dapo.dpam`); the global embedding always from the original path.
         """
         backbone = self.backbone
-        x = backbone.embed_image(images.to(self.device))
+        images = images.to(self.device)
         n_deep = self.vision_deep.n_tokens if self.vision_deep is not None else 0
-        if n_deep:
-            x = torch.cat([x[:, :1], x.new_zeros(x.shape[0], n_deep, x.shape[2]), x[:, 1:]], dim=1)
-        x, tapped = run_vision_blocks(backbone.vision_blocks, x, dpam_layers=self.config.dpam_layers,
-                                      deep=self.vision_deep, slot=slice(1, 1 + n_deep), taps=backbone.tap_layers)
+        if self.vision_deep is None:  # nothing learnable in the image tower: shared by every model on the backbone
+            x, tapped = frozen_vision_blocks(backbone, images, dpam_layers=self.config.dpam_layers,
+                                             taps=backbone.tap_layers)
+        else:
+            x = backbone.embed_image(images)
+            if n_deep:
+                x = torch.cat([x[:, :1], x.new_zeros(x.shape[0], n_deep, x.shape[2]), x[:, 1:]], dim=1)
+            x, tapped = run_vision_blocks(backbone.vision_blocks, x, dpam_layers=self.config.dpam_layers,
+                                          deep=self.vision_deep, slot=slice(1, 1 + n_deep), taps=backbone.tap_layers)
         image_embedding = F.normalize(backbone.pool_image(x, n_deep).float(), dim=-1)
         patches = [
             F.normalize(adapter(backbone.patch_tokens(tapped[layer], n_deep, ln_post=self.config.patch_ln_post))

@@ -89,6 +89,11 @@ class DeepPrompts(nn.Module):
 _FUSED = [True]
 
 
+def fused_blocks() -> bool:
+    """Whether :func:`run_blocks` takes the fused path now (``False`` inside :func:`reference_blocks`)."""
+    return _FUSED[-1]
+
+
 @contextlib.contextmanager
 def reference_blocks():
     """Inside: :func:`run_blocks` runs the block modules with slicing and concatenation, the
