@@ -120,6 +120,19 @@ def seen_unseen_lines(per_defect: Mapping[str, pd.DataFrame], metric: str = "pix
     return lines
 
 
+def heldout_backbone_lines(table: pd.DataFrame, held: str = "held-out", default: str = "default") -> list[str]:
+    """Notebook 03 (issue 26): per target and method, the unseen types' mean and the unseen - seen gap
+    on the backbone pretrained without the target-only types' labels (``held``) against the default
+    one, each a :func:`dapo.experiments.verdicts.compare` sentence (independent runs: stds combined)."""
+    rows = tidy(table)
+    lines = []
+    for (test, method), part in rows.groupby(["test", "method"], sort=False):
+        sentences = [compare(part, measure, held, default, by="pretraining")["sentence"]
+                     for measure in ("unseen", "unseen - seen")]
+        lines.append(f"{_label(test)}, {method}: " + "; ".join(sentences))
+    return lines
+
+
 def weakest_types(per_defect: Mapping[str, pd.DataFrame], method: str = "DAPO", metric: str = "pixel_f1",
                   k: int = 3) -> list[str]:
     """Notebook 03: the ``k`` defect types with the lowest ``metric`` for ``method`` on each target."""
@@ -329,7 +342,7 @@ def epoch_lines(epochs: pd.DataFrame, a: str = "DAPO", b: str = "MultiADS",
     return lines
 
 
-__all__ = ["aupro_lines", "binary_lines", "config_frame", "multi_defect_lines", "seen_counts", "effect_lines", "epoch_lines", "multilabel_lines", "multitype_lines",
+__all__ = ["aupro_lines", "binary_lines", "config_frame", "multi_defect_lines", "seen_counts", "effect_lines", "epoch_lines", "heldout_backbone_lines", "multilabel_lines", "multitype_lines",
            "paired_lead_lines", "rule_line", "seen_unseen_lines", "state_separation", "summary_lines",
            "topology_lines", "training_lines", "weakest_types"]
 

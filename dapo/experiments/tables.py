@@ -120,6 +120,37 @@ def per_defect(results: Mapping[str, Sequence[MultiTypeResult]], seen: Mapping[s
     return table
 
 
+#: :func:`seen_unseen_table`'s measures: the mean over a seed's seen types, over its unseen types, and their gap.
+SEEN_UNSEEN = ("seen", "unseen", "unseen - seen")
+
+
+def seen_unseen_table(results: Mapping[str, Mapping[str, Mapping[str, Sequence[MultiTypeResult]]]],
+                      seen: Mapping[str, Mapping[str, bool]], metric: str = "pixel_auroc") -> pd.DataFrame:
+    """Table 2's seen and unseen rows condensed, per backbone pretraining: for every seed, ``metric``
+    (%) averaged over the defect types the training world has (seen) and over those it lacks
+    (unseen, ``seen[test][defect]`` False), and their gap; mean/std over the seeds.
+
+    ``results``: ``{pretraining: {test: {method: [result per seed]}}}`` (e.g. ``"default"`` and
+    ``"held-out"``: the compact backbone pretrained with or without the target-only types' labels,
+    issue 26). Rows ``(pretraining, test, method)``; columns ``(measure, "mean" | "std")`` of
+    :data:`SEEN_UNSEEN`, and ``n_seeds``."""
+    rows = []
+    for pretraining, by_test in results.items():
+        for test, by_method in by_test.items():
+            for method, per_seed in by_method.items():
+                for seed_index, result in enumerate(per_seed):
+                    values = _percent(result.per_defect)[metric].drop("normal", errors="ignore")
+                    unseen = np.array([not seen[test].get(d, True) for d in values.index])
+                    if not unseen.any() or unseen.all():
+                        raise ValueError(f"{test}: seen_unseen_table needs seen and unseen defect types; "
+                                         f"unseen here: {list(values.index[unseen])}")
+                    means = {"seen": values[~unseen].mean(), "unseen": values[unseen].mean()}
+                    means["unseen - seen"] = means["unseen"] - means["seen"]
+                    rows += [{"pretraining": pretraining, "test": test, "method": method, "measure": measure,
+                              "value": value, "seed_index": seed_index} for measure, value in means.items()]
+    return summarise(pd.DataFrame(rows), ["pretraining", "test", "method"], metric="measure")
+
+
 # ----------------------------------------------------------------------------- binary and multi-label
 
 #: Table 3 columns (%). The papers' AUPRO comes from the authors' 200-threshold recipe (the official
