@@ -24,6 +24,9 @@ exclude_patterns = ["docs/_build", "**/.ipynb_checkpoints"]
 # the executed copies are rendered as committed: never run (no kernel, no network, no data needed)
 nb_execution_mode = "off"
 nb_merge_streams = True
+# notebook 10's vocabulary playground is an ipywidget, live in Jupyter only: the offline book loads no
+# widget scripts from a CDN (myst-nb's default), the widget's text stands in its place
+nb_ipywidgets_js: dict = {}
 myst_enable_extensions = ["dollarmath", "colon_fence"]
 myst_heading_anchors = 3
 suppress_warnings = ["myst.header"]  # pages that start at ## (moved README sections) are fine
