@@ -17,14 +17,15 @@ from dapo.methods.dapo.progressive import reference_blocks
 WORDS = ("scratch", "hole")
 
 
-def _count_text_runs(model, monkeypatch) -> list[int]:
+def _counted(monkeypatch, owner, name: str) -> list[int]:
+    """Count the calls of ``owner.name`` (a list that grows by one per call)."""
     calls = []
-    real = model._run_text
+    real = getattr(owner, name)
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
-    monkeypatch.setattr(model, "_run_text", counted)
+    monkeypatch.setattr(owner, name, counted)
     return calls
 
 
@@ -35,7 +36,7 @@ def test_two_seeds_share_one_encoding_equal_to_a_fresh_one(tiny_backbone, monkey
     fresh_backbone._text_memo.clear()
     tiny_backbone._text_memo.clear()
     first, second = (make_model("multiads", tiny_backbone, seed=s) for s in (0, 1))
-    runs = _count_text_runs(second, monkeypatch)
+    runs = _counted(monkeypatch, second, "_run_text")
     a = first.encode_text(WORDS, product="bottle")
     b = second.encode_text(WORDS, product="bottle")
     assert not runs, "the second seed ran the text tower again"
@@ -71,14 +72,7 @@ def test_the_memo_keeps_the_most_recently_used_entries(tiny_backbone, monkeypatc
 
 @pytest.fixture
 def counted_vision(monkeypatch):
-    calls = []
-    real = dpam.run_vision_blocks
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-    monkeypatch.setattr(dpam, "run_vision_blocks", counted)
-    return calls
+    return _counted(monkeypatch, dpam, "run_vision_blocks")
 
 
 def _outputs(model, images):
