@@ -66,6 +66,23 @@ def smoke_target_world(tmp_path_factory, tiny_image_size):
     return cfg, name
 
 
+@pytest.fixture(scope="module")
+def smoke_target(smoke_target_world):
+    """The test split of :func:`smoke_target_world`, opened as the notebooks open it."""
+    from dapo.experiments.runs import open_profile_dataset
+
+    cfg, name = smoke_target_world
+    return open_profile_dataset(cfg, name, split="test")
+
+
+@pytest.fixture(scope="module")
+def tiny_dapo(tiny_backbone):
+    """An untrained two-prompt DAPO on the tiny backbone (evaluation tests need no training)."""
+    from dapo.methods import make_model
+
+    return make_model("dapo", tiny_backbone, n_prompts=2)
+
+
 @pytest.fixture
 def test_prompts() -> dict:
     """Explicit handcrafted prompt lists (DAPOConfig overrides) for baseline tests."""

@@ -17,50 +17,38 @@ from dapo.experiments.runs import (
     evaluate_methods,
     inference_variant,
     multilabel_evaluator,
-    open_profile_dataset,
     predict_products,
 )
 from dapo.methods import config_for, make_model
 
 
-@pytest.fixture(scope="module")
-def target(smoke_target_world):
-    cfg, name = smoke_target_world
-    return open_profile_dataset(cfg, name, split="test")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_backbone):
-    return make_model("dapo", tiny_backbone, n_prompts=2)
-
-
-def test_binary_curves_are_the_evaluators_on_the_same_scores(model, target):
-    evaluation = evaluate_binary_curves(model, target, device="cpu", progress=False)
-    pd.testing.assert_frame_equal(evaluation.table, evaluate_binary(model, target, device="cpu", progress=False))
+def test_binary_curves_are_the_evaluators_on_the_same_scores(tiny_dapo, smoke_target):
+    evaluation = evaluate_binary_curves(tiny_dapo, smoke_target, device="cpu", progress=False)
+    pd.testing.assert_frame_equal(evaluation.table, evaluate_binary(tiny_dapo, smoke_target, device="cpu", progress=False))
     scores, labels = [], []
-    for _, _, batch, pred in predict_products(model, target, device="cpu", progress=False):
+    for _, _, batch, pred in predict_products(tiny_dapo, smoke_target, device="cpu", progress=False):
         scores.append(pred["image_score"].float().numpy())
         labels.append(np.asarray(batch["label"]))
     scores, labels = np.concatenate(scores).astype(np.float64), np.concatenate(labels).astype(bool)
     pooled = evaluation.roc[evaluation.roc["product"] == "pooled"]
     assert np.trapezoid(pooled["tpr"], pooled["fpr"]) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
-    assert set(evaluation.roc["product"]) == {*target.products, "pooled"}
+    assert set(evaluation.roc["product"]) == {*smoke_target.products, "pooled"}
     half = evaluation.rates[(evaluation.rates["product"] == "pooled") & (evaluation.rates["threshold"] == 0.5)].iloc[0]
     predicted = scores >= 0.5
     assert (half["tp"], half["fp"]) == ((predicted & labels).sum(), (predicted & ~labels).sum())
     assert half["tp"] + half["fn"] == labels.sum() and half["fp"] + half["tn"] == (~labels).sum()
-    assert len(evaluation.rates) == 101 * (len(target.products) + 1)
+    assert len(evaluation.rates) == 101 * (len(smoke_target.products) + 1)
 
 
-def test_multilabel_evaluation_matches_sklearn_per_product(model, target):
-    result = multilabel_evaluator(model, target, device="cpu", progress=False).compute(0.5)
+def test_multilabel_evaluation_matches_sklearn_per_product(tiny_dapo, smoke_target):
+    result = multilabel_evaluator(tiny_dapo, smoke_target, device="cpu", progress=False).compute(0.5)
     seen = {}
-    for product, vocabulary, batch, pred in predict_products(model, target, device="cpu", progress=False):
+    for product, vocabulary, batch, pred in predict_products(tiny_dapo, smoke_target, device="cpu", progress=False):
         probs = pred["defect_probs"].float().numpy()
         truth = np.array([[name in defects for name in vocabulary] for defects in batch["defects"]])
         old = seen.get(product, (np.empty((0, len(vocabulary))), np.empty((0, len(vocabulary)), bool)))
         seen[product] = (np.vstack([old[0], probs]), np.vstack([old[1], truth]))
-    assert list(result.per_product.index) == [*target.products, "mean"]
+    assert list(result.per_product.index) == [*smoke_target.products, "mean"]
     for product, (probs, truth) in seen.items():
         assert truth.any(axis=1).any() and not truth.any(axis=1).all()  # defective and normal images
         reference = precision_recall_fscore_support(truth, probs > 0.5, average="macro", zero_division=0)[:3]
@@ -88,7 +76,7 @@ def test_multiads_f_is_multiads_scored_differently(tiny_backbone):
     multiads = make_model("multiads", tiny_backbone, seed=2)
     variant = inference_variant(multiads, "multiads_f")
     assert variant.config == config_for("multiads_f", seed=2)
-    assert multiads.config == config_for("multiads", seed=2)  # the trained model is unchanged
+    assert multiads.config == config_for("multiads", seed=2)  # the trained tiny_dapo is unchanged
     assert all(a is b for a, b in zip(variant.parameters(), multiads.parameters()))
     with pytest.raises(ValueError, match="differ in trained settings .*'lam'"):
         inference_variant(make_model("dapo", tiny_backbone), "multiads")
@@ -111,6 +99,6 @@ def test_inference_variant_is_scored_as_the_preset(tiny_backbone, images):
         predictor = Predictor(variant, ("hole", "scratch"), product="widget", precision="fp32")
         b = predictor(images)
         states = variant(images, text_embeddings=predictor.text_embeddings).state_logits.softmax(-1)
-    torch.testing.assert_close(a.anomaly_map, b.anomaly_map)  # the same trained model: the same maps
+    torch.testing.assert_close(a.anomaly_map, b.anomaly_map)  # the same trained tiny_dapo: the same maps
     torch.testing.assert_close(a.image_score, a.anomaly_map.flatten(1).topk(3).values.mean(1))  # MultiADS test.py
     torch.testing.assert_close(b.image_score, 0.5 * (1 - states[:, 0]) + 0.5 * b.anomaly_map.flatten(1).amax(1))
