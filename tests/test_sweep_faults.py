@@ -12,6 +12,7 @@ from dapo.experiments.profiles import resolve_profile
 from dapo.experiments.runs import checkpoint_dir
 from dapo.experiments.sweep import Evaluation, sweep
 from dapo.synthetic.worlds import write_world
+from dapo.util.paths import shown_path
 
 FAST = dict(n_prompts=2)
 
@@ -76,7 +77,7 @@ def test_a_cache_entry_without_its_key_file_or_with_changed_bytes_is_recomputed(
     capsys.readouterr()
     run(cfg, tiny_backbone, tmp_path, counting(calls))
     assert calls == [1.0, 16.0, 1.0]
-    assert f"note: evaluation cache {entry} has no key file" in capsys.readouterr().err
+    assert f"note: evaluation cache {shown_path(entry)} has no key file" in capsys.readouterr().err
     entry.write_text("dataset,metric,value\nw,m,")  # a partly written table under a complete key file
     run(cfg, tiny_backbone, tmp_path, counting(calls))
     assert calls == [1.0, 16.0, 1.0, 1.0]
@@ -138,7 +139,7 @@ def test_a_pickle_in_place_of_a_cache_is_never_unpickled(cfg, tiny_backbone, tmp
     torch.save({"x": RunsCode()}, entry)
     capsys.readouterr()
     table = run(cfg, tiny_backbone, tmp_path, counting(calls))
-    assert f"note: evaluation cache {entry} does not match the hash" in capsys.readouterr().err
+    assert f"note: evaluation cache {shown_path(entry)} does not match the hash" in capsys.readouterr().err
     assert calls == [1.0, 16.0, 1.0] and table["value"].tolist() == [1.0, 16.0]
     assert not (tmp_path / "CODE_RAN").exists()
 
@@ -166,4 +167,4 @@ def test_a_disk_that_fills_while_the_key_file_is_written_leaves_an_entry_that_is
     capsys.readouterr()
     table = run(cfg, tiny_backbone, tmp_path, counting(calls))
     assert calls == [1.0, 1.0, 16.0] and table["value"].tolist() == [1.0, 16.0]
-    assert f"note: evaluation cache {entry} has no key file" in capsys.readouterr().err
+    assert f"note: evaluation cache {shown_path(entry)} has no key file" in capsys.readouterr().err

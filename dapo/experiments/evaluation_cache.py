@@ -51,6 +51,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dapo.util.paths import shown_path
+
 #: The environment variable that turns the shared cache off (``0``, ``false``, ``no`` or ``off``).
 ENVIRONMENT = "DAPO_EVALUATION_CACHE"
 FORMAT = "dapo-shared-evaluation-cache/1"
@@ -106,8 +108,9 @@ def dataset_key(dataset: Any) -> Any:
 
 
 def note(path: Path, why: str) -> None:
-    """The one-line note of an entry that is not used."""
-    print(f"note: evaluation cache {path} {why}: recomputing it", file=sys.stderr)
+    """The one-line note of an entry that is not used (its path inside the repository: no machine paths
+    in executed notebooks)."""
+    print(f"note: evaluation cache {shown_path(path)} {why}: recomputing it", file=sys.stderr)
 
 
 def _differs(saved: dict, key: dict) -> str:
