@@ -116,3 +116,36 @@ def test_a_notebook_without_its_executed_copy_has_no_wall_time_and_a_bad_file_is
     (tmp_path / "timings" / "bad.json").write_text("{")
     with pytest.raises(ValueError, match="bad.json: not a timings file"):
         timings.read_work(tmp_path)
+
+
+def test_wall_times_and_runs_on_hand_worked_notebooks(tmp_path, monkeypatch):
+    """Two notebooks of one run side by side and one of another run, whose timings file is a later
+    run's: the split and the machine only where the run ids match; a run spans first start to last end."""
+    monkeypatch.setattr(timings, "machine_load", lambda: {"cpu": "AVX2", "cores": 2, "load_15min": 2.5})
+    _write(tmp_path, "03_multitype", [("training", "c", "trained", 120.0)])
+    _write(tmp_path, "04_binary", [("evaluation", "e", "computed", 60.0), ("evaluation", "e", "cached", 1.0)])
+    (tmp_path / "provenance.json").write_text(json.dumps({
+        "03_multitype": {"run_id": "run-1", "threads": 1}, "04_binary": {"run_id": "run-1", "threads": 1},
+        "05_multilabel": {"run_id": "run-0", "threads": 2}}))
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    for notebook, start, end in (("03_multitype", "10:00", "10:10"), ("04_binary", "10:00", "10:30"),
+                                 ("05_multilabel", "09:00", "09:04")):
+        papermill = {"start_time": f"2026-12-07T{start}:00+00:00", "end_time": f"2026-12-07T{end}:00+00:00",
+                     "duration": (int(end[3:]) - int(start[3:])) * 60.0}
+        (folder / f"{notebook}.ipynb").write_text(json.dumps({"metadata": {"papermill": papermill}, "cells": []}))
+    (tmp_path / "timings" / "05_multilabel.json").write_text(json.dumps({"notebook": "05_multilabel",
+                                                                        "run_id": "run-9", "work": []}))
+    times = timings.wall_times(tmp_path).set_index("notebook")
+    assert times.loc["03_multitype", ["wall_min", "trained", "training_min", "cpu", "load_15min"]].tolist() == \
+        [10.0, 1, 2.0, "AVX2", 2.5]
+    assert times.loc["04_binary", ["computed", "evaluation_min", "cached"]].tolist() == [1, 1.0, 1]
+    assert pd.isna(times.loc["05_multilabel", "trained"]) and pd.isna(times.loc["05_multilabel", "cpu"])
+    runs = timings.invocations(times.reset_index()).set_index("run_id")
+    assert runs.loc["run-1"].tolist() == ["03, 04", 30.0, 40.0]   # side by side: 30 min of wall, 40 summed
+    assert runs.loc["run-0"].tolist() == ["05", 4.0, 4.0]
+
+
+def test_the_record_names_the_machine(tmp_path):
+    record = json.loads(timings.write_work(tmp_path, "00_data", "run-1", []).read_text())
+    assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"] in ("DEFAULT", "AVX2", "AVX512", "ZVECTOR", "VSX")

@@ -122,6 +122,37 @@ def compact_clip() -> str:
         f"(`defect_type_per_class.csv`): {per_type}."])
 
 
+def wall_times() -> str:
+    """docs/REPRODUCING.md: every committed notebook's wall time, its run, where its time went and
+    what it was measured on (:func:`dapo.experiments.timings.wall_times`), and each run's span."""
+    from dapo.experiments.timings import invocations
+    from dapo.experiments.timings import wall_times as measured
+
+    times = measured(ROOT / TABLES)
+
+    def work(row: pd.Series, done: str, minutes: str, reused: str) -> str:
+        return "" if pd.isna(row[done]) else f"{int(row[done])} ({row[minutes]:.1f} min) / {int(row[reused])}"
+
+    def machine(row: pd.Series) -> str:
+        threads = "" if pd.isna(row["threads"]) else f"{int(row['threads'])} thread" + ("s" if row["threads"] > 1 else "")
+        if pd.isna(row["load_15min"]):
+            return threads
+        return f"{row['cpu']}, {threads}, load {row['load_15min']:.1f} on {int(row['cores'])} cores"
+
+    rows = pd.DataFrame({"notebook": times["notebook"], "wall time": times["wall_min"].map(lambda m: f"{m:.1f} min"),
+                         "run": times["run_id"].replace("", "(not recorded)"),
+                         "trainings done / loaded": times.apply(work, axis=1, args=("trained", "training_min", "loaded")),
+                         "evaluations computed / cached": times.apply(work, axis=1,
+                                                                      args=("computed", "evaluation_min", "cached")),
+                         "measured on": times.apply(machine, axis=1)})
+    lines = [_markdown(rows), "", f"Source: the executed notebooks' papermill times under `{TABLES}/notebooks/`, "
+             f"`{TABLES}/provenance.json` and `timings/` (a cell is empty where the run "
+             "did not record it). Each run, first start to last end (notebooks side by side under `-j 2`):"]
+    lines += [f"- run {r.run_id or '(not recorded)'} ({r.notebooks}): {r.wall_min:.1f} min; the notebooks' times summed "
+              f"{r.notebook_min:.1f} min" for r in invocations(times).itertuples()]
+    return "\n".join(lines)
+
+
 def methods() -> str:
     """Every registered method (:mod:`dapo.methods`): its family, whether it trains, its Table 3 row and page."""
     from dapo.methods import METHODS
@@ -139,7 +170,7 @@ def methods() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {"table1": table1, "table3": table3, "compact_clip": compact_clip,
-                                        "methods": methods}
+                                        "methods": methods, "wall_times": wall_times}
 
 
 # ----------------------------------------------------------------------------- rewriting and checking

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -25,10 +26,20 @@ SUMMARY_COLUMNS = ("wall_min", "trained", "training_min", "loaded", "computed", 
                    "other_min")
 
 
+def machine_load() -> dict:
+    """What the times are measured on: torch's CPU capability (``AVX2``, ``AVX512``), the cores, and the
+    15-minute load average at the last record (above the cores: other jobs shared the CPU)."""
+    import torch
+
+    return {"cpu": torch.backends.cpu.get_cpu_capability(), "cores": os.cpu_count(),
+            "load_15min": round(os.getloadavg()[2], 2)}
+
+
 def write_work(out_dir: str | Path, notebook: str, run_id: str, work: list[dict]) -> Path:
-    """Record a notebook's work so far (``run_id``: the run it belongs to)."""
+    """Record a notebook's work so far (``run_id``: the run it belongs to) and :func:`machine_load`."""
     path = Path(out_dir) / FOLDER / f"{notebook}.json"
-    return write_text(path, json.dumps({"notebook": notebook, "run_id": run_id, "work": work}, indent=1) + "\n")
+    record = {"notebook": notebook, "run_id": run_id, "machine": machine_load(), "work": work}
+    return write_text(path, json.dumps(record, indent=1) + "\n")
 
 
 def read_work(results: str | Path) -> dict[str, dict]:
@@ -74,6 +85,49 @@ def summary(results: str | Path) -> pd.DataFrame:
         table.loc["total"] = table.sum(numeric_only=True, min_count=1)
     counts = ["trained", "loaded", "computed", "cached"]
     return table.astype({c: int for c in counts}).round(1)
+
+
+def wall_times(results: str | Path) -> pd.DataFrame:
+    """Per executed notebook under ``results/notebooks``: its run (``provenance.json``), papermill start,
+    end and wall minutes, torch threads, and, where that same run recorded them, the trainings done
+    (count, minutes) and loaded, the evaluations computed (count, minutes) and read from the cache,
+    the CPU and the 15-minute load average at its last record (``timings/``)."""
+    from datetime import datetime
+
+    results = Path(results)
+    provenance_path = results / "provenance.json"
+    provenance = json.loads(provenance_path.read_text()) if provenance_path.is_file() else {}
+    work, split = read_work(results), summary(results)
+    rows = []
+    for path in sorted((results / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        try:
+            timing = json.loads(path.read_text())["metadata"]["papermill"]
+            start, end = (datetime.fromisoformat(timing[k]) for k in ("start_time", "end_time"))
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{path}: no papermill start and end time ({error})") from None
+        run = provenance.get(path.stem, {})
+        row = {"notebook": path.stem, "run_id": run.get("run_id", ""), "start": start, "end": end,
+               "wall_min": float(timing["duration"]) / 60, "threads": run.get("threads")}
+        record = work.get(path.stem, {})
+        if record.get("run_id") == row["run_id"]:
+            row.update(split.loc[path.stem, ["trained", "training_min", "loaded", "computed", "evaluation_min",
+                                              "cached"]].to_dict())
+            row.update(record.get("machine", {}))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["notebook", "run_id", "start", "end", "wall_min", "threads", "trained",
+                                       "training_min", "loaded", "computed", "evaluation_min", "cached", "cpu",
+                                       "cores", "load_15min"])
+
+
+def invocations(times: pd.DataFrame) -> pd.DataFrame:
+    """Per run id of :func:`wall_times`: its notebooks, the wall minutes from the first start to the last
+    end (notebooks run side by side under ``-j 2``), and the notebooks' minutes summed."""
+    groups = times.groupby("run_id", sort=False)
+    out = pd.DataFrame({"notebooks": groups["notebook"].agg(lambda s: ", ".join(n[:2] for n in s)),
+                        "wall_min": groups.apply(lambda g: (g["end"].max() - g["start"].min()).total_seconds() / 60,
+                                                 include_groups=False),
+                        "notebook_min": groups["wall_min"].sum()})
+    return out.sort_values("wall_min", ascending=False).reset_index()
 
 
 def repeated(results: str | Path) -> pd.DataFrame:
