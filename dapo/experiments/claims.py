@@ -148,8 +148,10 @@ def wall_times() -> str:
     lines = [_markdown(rows), "", f"Source: the executed notebooks' papermill times under `{TABLES}/notebooks/`, "
              f"`{TABLES}/provenance.json` and `timings/` (a cell is empty where the run "
              "did not record it). Each run, first start to last end (notebooks side by side under `-j 2`):"]
+    runs = invocations(times)
     lines += [f"- run {r.run_id or '(not recorded)'} ({r.notebooks}): {r.wall_min:.1f} min; the notebooks' times summed "
-              f"{r.notebook_min:.1f} min" for r in invocations(times).itertuples()]
+              f"{r.notebook_min:.1f} min" for r in runs.itertuples()]
+    lines.append(f"- all {len(runs)} run(s) together: {runs['wall_min'].sum():.1f} min of wall time")
     return "\n".join(lines)
 
 
