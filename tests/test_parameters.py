@@ -142,3 +142,12 @@ def test_a_bad_parameter_stops_the_notebook_before_anything_is_written(tmp_path)
                                         "output_dir": str(out), "figures_dir": str(figs)},
                             kernel_name="python3", progress_bar=False, cwd=str(REPO_ROOT))
     assert not out.exists() and not figs.exists() and not (tmp_path / "data").exists()
+
+
+def test_help_prints_usage_and_rewrites_nothing(monkeypatch, capsys):
+    from dapo.experiments import parameters
+
+    monkeypatch.setattr(parameters, "write_parameters_cells", lambda paths: pytest.fail("--help wrote notebooks"))
+    with pytest.raises(SystemExit) as stop:
+        parameters.main(["--help"])
+    assert stop.value.code == 0 and "Rewrite the parameters cell" in capsys.readouterr().out

@@ -155,6 +155,24 @@ def wall_times() -> str:
     return "\n".join(lines)
 
 
+def verify_example() -> str:
+    """docs/REPRODUCING.md: what ``make verify`` prints, on a copy of the committed Table 1 with three
+    numbers edited (DAPO's first pixel AUROC +0.1, MultiADS's first pixel AP + 2.5 of its std, that
+    std x 1.1), so the example stays the committed table's."""
+    import io
+
+    from dapo.experiments.reproduce import compare_table
+
+    committed = (ROOT / TABLES / "table1_multitype.csv").read_text()
+    edited = pd.read_csv(io.StringIO(committed))
+    dapo, multiads = (edited.index[edited["method"] == m][0] for m in ("DAPO", "MultiADS"))
+    edited.loc[dapo, "pixel_auroc / mean"] += 0.1
+    edited.loc[multiads, "pixel_ap / mean"] += 2.5 * edited.loc[multiads, "pixel_ap / std"]
+    edited.loc[multiads, "pixel_ap / std"] *= 1.1
+    verdict = compare_table("table1_multitype", committed, edited.to_csv(index=False, float_format="%.6g"))
+    return "\n".join(["```", verdict.summary(2.0), *verdict.lines, "```"])
+
+
 def methods() -> str:
     """Every registered method (:mod:`dapo.methods`): its family, whether it trains, its Table 3 row and page."""
     from dapo.methods import METHODS
@@ -162,8 +180,8 @@ def methods() -> str:
     rows = []
     for name, spec in sorted(METHODS.items()):
         family = spec.model.family
-        page = ROOT / "docs" / "methods" / f"{family}.md"
-        where = f"[docs/methods/{family}.md](methods/{family}.md)" if page.is_file() else "[FIDELITY](FIDELITY.md)"
+        page = next((p for p in (name, family) if (ROOT / "docs" / "methods" / f"{p}.md").is_file()), None)
+        where = f"[docs/methods/{page}.md](methods/{page}.md)" if page else "[FIDELITY](FIDELITY.md)"
         rows.append((f"`{name}`", spec.config().name, f"`{family}`", "no" if spec.training_free else "yes",
                      spec.table3 or "", where))
     frame = pd.DataFrame(rows, columns=["registry name", "shown as", "model family", "trained", "DAPO Table 3 row",
@@ -172,7 +190,8 @@ def methods() -> str:
 
 
 BLOCKS: dict[str, Callable[[], str]] = {"table1": table1, "table3": table3, "compact_clip": compact_clip,
-                                        "methods": methods, "wall_times": wall_times}
+                                        "methods": methods, "wall_times": wall_times,
+                                        "verify_example": verify_example}
 
 
 # ----------------------------------------------------------------------------- rewriting and checking

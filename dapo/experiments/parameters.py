@@ -427,9 +427,14 @@ def write_parameters_cells(paths: list[Path]) -> list[Path]:
     return changed
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
     from dapo.util.paths import REPO_ROOT
 
+    argparse.ArgumentParser(prog="python -m dapo.experiments.parameters",
+                            description="Rewrite the parameters cell of every notebooks/NN_*.ipynb from COMMON and "
+                                        "EXTRAS (only the cells that differ are written).").parse_args(argv)
     paths = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     for path in write_parameters_cells(paths):
         print(f"rewrote the parameters cell of {path.relative_to(REPO_ROOT)}")
