@@ -3,7 +3,8 @@
 Each notebook's run writes ``<results>/timings/<notebook>.json`` (the :mod:`dapo.engine.ledger` work
 records, rewritten at every saved table or figure, so work after the last one is not counted; one file
 per notebook, so two notebooks running at once never write the same file). :func:`summary` reads
-them with each executed notebook's papermill duration; :func:`repeated` lists the trainings and
+them with each executed notebook's papermill duration; :func:`wall_times` and :func:`invocations` add
+each notebook's run, CPU and load, and each run's span; :func:`repeated` lists the trainings and
 evaluations done by more than one notebook (what a shared store or cache would save)::
 
     python -m dapo.experiments.timings                    # results/synthetic
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         print(f"Where the time went ({results}; minutes)\n")
         print(summary(results).to_string())
+        print("\nRuns, first start to last end (minutes):\n" + invocations(wall_times(results)).round(1).to_string(index=False))
         twice = repeated(results)
         print(f"\nDone by more than one notebook: {len(twice)}" + ("" if twice.empty else "\n" + twice.to_string()))
 
