@@ -55,13 +55,17 @@ def read_work(results: str | Path) -> dict[str, dict]:
     return records
 
 
+def papermill_record(path: str | Path) -> dict:
+    """An executed notebook's papermill metadata (start and end time, duration); ``{}`` when absent."""
+    try:
+        return dict(json.loads(Path(path).read_text())["metadata"]["papermill"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
 def papermill_minutes(results: str | Path, notebook: str) -> float:
     """The executed notebook's papermill duration in minutes (NaN when absent)."""
-    path = Path(results) / "notebooks" / f"{notebook}.ipynb"
-    try:
-        duration = json.loads(path.read_text())["metadata"]["papermill"]["duration"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return float("nan")
+    duration = papermill_record(Path(results) / "notebooks" / f"{notebook}.ipynb").get("duration")
     return float(duration) / 60 if duration is not None else float("nan")
 
 
@@ -101,10 +105,10 @@ def wall_times(results: str | Path) -> pd.DataFrame:
     work, split = read_work(results), summary(results)
     rows = []
     for path in sorted((results / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        timing = papermill_record(path)
         try:
-            timing = json.loads(path.read_text())["metadata"]["papermill"]
             start, end = (datetime.fromisoformat(timing[k]) for k in ("start_time", "end_time"))
-        except (OSError, ValueError, KeyError, TypeError) as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"{path}: no papermill start and end time ({error})") from None
         run = provenance.get(path.stem, {})
         row = {"notebook": path.stem, "run_id": run.get("run_id", ""), "start": start, "end": end,
